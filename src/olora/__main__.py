@@ -1,0 +1,3 @@
+from olora.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""O-LoRA on stock PEFT: one LoRA adapter per task, all active, past ones frozen.
+
+Every adapted linear layer computes (peft's convention: A = ``lora_A`` is r×in, B = ``lora_B`` is
+out×r, s = alpha/r)
+
+    h = W0·x + Σ_{i≤t} s_i · B_i · A_i · x
+
+While task t trains only (A_t, B_t) receive gradients. The orthogonality penalty keeps the new
+adapter's subspace away from the past ones (Wang et al. 2023, arXiv 2310.14152):
+
+* ``orth="code"`` (the official code): Σ_layers Σ_jk |(A_past · A_tᵀ)_jk| with A_past = the past
+  tasks' ``lora_A`` stacked by rows [r_past, in]. It constrains the *input* (row) space of ΔW.
+* ``orth="paper"`` (the paper's formula): Σ_layers Σ_i ‖U_iᵀ U_t‖_F², where the paper's A (whose
+  columns span U) is the output-side factor, i.e. peft's ``lora_B`` [out, r]. It constrains the
+  *output* (column) space of ΔW. Stacking the past B's by columns gives the same sum in one product.
+
+The L2 term is Σ_layers ‖A_t‖_F + ‖B_t‖_F (not squared, as in the official code).
+
+Layer pairs are found once per task by module type (peft's ``LoraLayer``), never by parameter name,
+and grouped by shape so that each step's penalty is a few batched matrix products.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft.tuners.lora import LoraLayer
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from transformers import PreTrainedModel
+
+from olora.config import LoRAConfig
+from olora.errors import OloraError
+
+
+def adapter_name(index: int, task: str) -> str:
+    """A PEFT adapter name for the ``index``-th task: ``t0_dbpedia`` (no dots, valid module key)."""
+    return f"t{index}_" + re.sub(r"[^0-9A-Za-z_]", "_", task)
+
+
+def default_target_modules(model: PreTrainedModel) -> list[str]:
+    model_type = model.config.model_type
+    targets = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    if not targets:
+        raise OloraError(
+            f"no default LoRA target modules for model type {model_type!r}: "
+            "set lora.target_modules=[...] to the attention projection names"
+        )
+    return list(targets)
+
+
+def peft_lora_config(cfg: LoRAConfig, model: PreTrainedModel, seq2seq: bool) -> LoraConfig:
+    return LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=cfg.target_modules or default_target_modules(model),
+        bias="none",
+        task_type=TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM,
+    )
+
+
+def lora_layers(model: torch.nn.Module) -> list[LoraLayer]:
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def add_adapter(model: PreTrainedModel | PeftModel, name: str, config: LoraConfig) -> PeftModel:
+    """Add a fresh adapter (B = 0, so the model's output is unchanged) and return the PeftModel."""
+    if not isinstance(model, PeftModel):
+        try:
+            return get_peft_model(model, config, adapter_name=name)
+        except ValueError as exc:
+            raise OloraError(f"cannot add LoRA adapters: {exc}; check lora.target_modules") from None
+    model.add_adapter(name, config)
+    return model
+
+
+def activate(model: PeftModel, names: list[str], trainable: str | None) -> None:
+    """Make ``names`` the active adapters; only ``trainable`` (if any) gets gradients.
+
+    peft's multi-adapter ``set_adapter`` marks every active adapter trainable, so the past ones are
+    frozen again here, and the base model stays frozen.
+    """
+    model.base_model.set_adapter(names)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if trainable is None:
+        return
+    for layer in lora_layers(model):
+        for factor in (layer.lora_A, layer.lora_B):
+            if trainable in factor:
+                factor[trainable].weight.requires_grad_(True)
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@dataclass
+class _Group:
+    past: torch.Tensor  # [layers, r_past, d], constant during the task
+    new: list[torch.nn.Parameter]  # layers × [r, d] (rows = the new adapter's basis vectors)
+    transpose: bool  # True for lora_B, whose basis vectors are columns
+
+
+class OrthogonalityPenalty:
+    """λ1's term: overlap between the new adapter's subspace and the past adapters', per layer.
+
+    Built once per task; calling it costs one batched matmul per distinct layer shape.
+    """
+
+    def __init__(self, model: torch.nn.Module, past: list[str], new: str, variant: str = "code"):
+        if variant not in ("code", "paper"):
+            raise ValueError(f"olora.orth must be 'code' or 'paper', got {variant!r}")
+        self.variant = variant
+        factor = "lora_A" if variant == "code" else "lora_B"
+        groups: dict[tuple, list[tuple[torch.Tensor, torch.nn.Parameter]]] = defaultdict(list)
+        for layer in lora_layers(model):
+            mats = getattr(layer, factor)
+            if new not in mats or not any(p in mats for p in past):
+                continue
+            # lora_A rows and lora_B columns are the r basis vectors; bring both to [r, d].
+            orient = (lambda w: w) if variant == "code" else (lambda w: w.T)
+            past_rows = torch.cat([orient(mats[p].weight.detach()) for p in past if p in mats])
+            new_weight = mats[new].weight
+            groups[(tuple(past_rows.shape), tuple(new_weight.shape))].append((past_rows, new_weight))
+        self.groups = [
+            _Group(torch.stack([p for p, _ in pairs]), [n for _, n in pairs], variant == "paper")
+            for pairs in groups.values()
+        ]
+
+    @property
+    def num_layers(self) -> int:
+        return sum(len(g.new) for g in self.groups)
+
+    def __call__(self) -> torch.Tensor:
+        total = None
+        for g in self.groups:
+            new = torch.stack(list(g.new))  # [layers, r, in] or [layers, out, r]
+            if g.transpose:
+                new = new.transpose(1, 2)
+            overlap = torch.bmm(g.past, new.transpose(1, 2))  # [layers, r_past, r]
+            term = overlap.abs().sum() if self.variant == "code" else overlap.pow(2).sum()
+            total = term if total is None else total + term
+        if total is None:
+            return torch.zeros(())
+        return total
+
+
+def l2_norm(model: torch.nn.Module, name: str) -> torch.Tensor:
+    """λ2's term: Σ_layers ‖A_new‖_F + ‖B_new‖_F (Frobenius, not squared, as the official code)."""
+    norms = [
+        factor[name].weight.norm()
+        for layer in lora_layers(model)
+        for factor in (layer.lora_A, layer.lora_B)
+        if name in factor
+    ]
+    return torch.stack(norms).sum()
+
+
+@torch.no_grad()
+def concat_adapters(model: PeftModel, names: list[str], new_name: str) -> LoraConfig:
+    """Add adapter ``new_name`` equal to the sum of ``names``: rank Σr_i, A stacked by rows,
+    B stacked by columns with each task's scaling folded in (alpha = rank, so s = 1).
+
+    Σ_i s_i B_i A_i = [s_1 B_1 | … | s_T B_T] · [A_1; …; A_T], so outputs match all-active exactly.
+    """
+    base_cfg = model.peft_config[names[0]]
+    rank = sum(model.peft_config[n].r for n in names)
+    config = LoraConfig(
+        r=rank, lora_alpha=rank, lora_dropout=base_cfg.lora_dropout,
+        target_modules=base_cfg.target_modules, bias="none", task_type=base_cfg.task_type,
+    )
+    model.add_adapter(new_name, config)
+    for layer in lora_layers(model):
+        if new_name not in layer.lora_A:
+            continue
+        present = [n for n in names if n in layer.lora_A]
+        a = torch.cat([layer.lora_A[n].weight for n in present], dim=0)
+        b = torch.cat([layer.lora_B[n].weight * layer.scaling[n] for n in present], dim=1)
+        layer.lora_A[new_name].weight.zero_()
+        layer.lora_B[new_name].weight.zero_()
+        layer.lora_A[new_name].weight[: a.shape[0]] = a
+        layer.lora_B[new_name].weight[:, : b.shape[1]] = b
+    return config

@@ -1,0 +1,47 @@
+"""What a run leaves on disk, and reading it back.
+
+Adapters are written in the standard PEFT format (``adapter_config.json`` +
+``adapter_model.safetensors``), so ``peft.PeftModel.from_pretrained(base, folder)`` loads them. Every
+folder is written under a temporary name and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from peft import PeftModel
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+from olora.io import replace_dir
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def save_adapter(model: PeftModel, name: str, folder: Path) -> None:
+    """Save adapter ``name`` alone as a plain PEFT adapter folder."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    state = get_peft_model_state_dict(model, adapter_name=name)
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / ADAPTER_WEIGHTS))
+    model.peft_config[name].save_pretrained(str(tmp))
+    replace_dir(tmp, folder)
+
+
+def load_adapter_weights(model: PeftModel, name: str, folder: Path) -> None:
+    """Fill the existing adapter ``name`` with the weights saved in ``folder``."""
+    state = load_file(str(folder / ADAPTER_WEIGHTS))
+    result = set_peft_model_state_dict(model, state, adapter_name=name)
+    unexpected = [k for k in result.unexpected_keys if "lora_" in k]
+    if unexpected:
+        raise ValueError(f"{folder}: weights do not fit adapter {name!r}: {unexpected[:3]}")
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None

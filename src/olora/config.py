@@ -1,0 +1,297 @@
+"""Typed run configuration: dataclasses loaded from YAML, overridable as ``a.b=value``.
+
+Every field has a help text (``metadata["help"]``). Unknown keys are errors that suggest the nearest
+valid key; all problems are collected and raised together as one ``OloraError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from olora.errors import OloraError
+
+METHODS = ("olora", "inclora", "seqlora")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class LoRAConfig:
+    r: int = _f(8, "LoRA rank of each task adapter.")
+    alpha: int = _f(32, "LoRA alpha; the update is scaled by alpha / r.")
+    dropout: float = _f(0.1, "Dropout on the LoRA input during training.")
+    target_modules: list[str] | None = _f(
+        None, "Module names to adapt; null = q/v projections for the model's architecture."
+    )
+
+
+@dataclass
+class OLoRAConfig:
+    orth: Literal["code", "paper"] = _f(
+        "code",
+        "Orthogonality penalty: 'code' = sum|A_past A_new^T| on peft lora_A (official code); "
+        "'paper' = sum_i ||B_i^T B_new||_F^2 on peft lora_B (the paper's output-side A).",
+    )
+    lambda_orth: float = _f(0.5, "Weight λ1 of the orthogonality penalty.")
+    lambda_l2: float = _f(0.0, "Weight λ2 of ||A_new||_F + ||B_new||_F.")
+    task_lambdas: dict[str, list[float]] = _f(
+        {}, "Per-task [lambda_orth, lambda_l2] overrides, e.g. {dbpedia: [5, 0]} (order 6 uses them)."
+    )
+
+
+@dataclass
+class DataConfig:
+    dir: str | None = _f(
+        None, "CL_Benchmark folder (<group>/<task>/{train,test,labels}.json); null = built-in demo tasks."
+    )
+    train_per_class: int | None = _f(None, "Keep at most this many training examples per label.")
+    test_per_class: int | None = _f(None, "Keep at most this many test examples per label.")
+    add_task_name: bool = _f(True, "Prefix prompts with 'Task:<type>' (official protocol).")
+    add_dataset_name: bool = _f(True, "Prefix prompts with 'Dataset:<name>' (official protocol).")
+    max_source_length: int = _f(512, "Prompt length limit in tokens; only the input text is cut.")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(1, "Passes over each task's training set.")
+    batch_size: int = _f(8, "Examples per micro-batch.")
+    grad_accum: int = _f(1, "Micro-batches per optimizer step.")
+    lr: float = _f(1e-3, "AdamW learning rate (constant schedule, as the official runs).")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 disables clipping.")
+    max_steps: int | None = _f(None, "Cap on optimizer steps per task (for smoke tests).")
+    log_every: int = _f(10, "Write training metrics every N optimizer steps.")
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = _f(32, "Prompts per generation batch.")
+    max_new_tokens: int | None = _f(None, "Generation limit; null = longest label + 1.")
+
+
+@dataclass
+class RunConfig:
+    model: str = _f(
+        "smollm2", "'smollm2' (embedded default), a local checkpoint folder, or a Hugging Face hub id."
+    )
+    method: Literal["olora", "inclora", "seqlora"] = _f(
+        "olora",
+        "olora = new adapter per task + orthogonality; inclora = same without the penalty; "
+        "seqlora = one adapter trained on every task in turn.",
+    )
+    tasks: list[str] = _f(
+        ["sentiment", "topic", "emotion"], "Task names in training order (data.dir tasks or built-in)."
+    )
+    seed: int = _f(42, "Seed for data sampling, adapter initialisation and dropout.")
+    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "Model weights dtype.")
+    output_dir: str = _f("runs/latest", "Where the run writes config, adapters, predictions, results.")
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    olora: OLoRAConfig = field(default_factory=OLoRAConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def lambdas_for(self, task: str) -> tuple[float, float]:
+        """(λ1, λ2) for ``task``: the per-task override if any, else the global values."""
+        if task in self.olora.task_lambdas:
+            lam_orth, lam_l2 = self.olora.task_lambdas[task]
+            return float(lam_orth), float(lam_l2)
+        return self.olora.lambda_orth, self.olora.lambda_l2
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _validate(cfg: RunConfig) -> list[str]:
+    errors = []
+
+    def need(ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            errors.append(f"{key}={value!r} is invalid: {rule}")
+
+    need(cfg.lora.r > 0, "lora.r", cfg.lora.r, "must be a positive integer")
+    need(cfg.lora.alpha > 0, "lora.alpha", cfg.lora.alpha, "must be positive")
+    need(0 <= cfg.lora.dropout < 1, "lora.dropout", cfg.lora.dropout, "must be in [0, 1)")
+    need(cfg.olora.lambda_orth >= 0, "olora.lambda_orth", cfg.olora.lambda_orth, "must be >= 0")
+    need(cfg.olora.lambda_l2 >= 0, "olora.lambda_l2", cfg.olora.lambda_l2, "must be >= 0")
+    for task, lams in cfg.olora.task_lambdas.items():
+        ok = len(lams) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in lams)
+        need(ok, f"olora.task_lambdas.{task}", lams, "must be [lambda_orth, lambda_l2], both >= 0")
+    for key in ("train_per_class", "test_per_class"):
+        value = getattr(cfg.data, key)
+        need(value is None or value > 0, f"data.{key}", value, "must be a positive integer or null")
+    need(cfg.data.max_source_length >= 16, "data.max_source_length", cfg.data.max_source_length, ">= 16")
+    need(cfg.train.epochs > 0, "train.epochs", cfg.train.epochs, "must be >= 1")
+    need(cfg.train.batch_size > 0, "train.batch_size", cfg.train.batch_size, "must be >= 1")
+    need(cfg.train.grad_accum > 0, "train.grad_accum", cfg.train.grad_accum, "must be >= 1")
+    need(cfg.train.lr > 0, "train.lr", cfg.train.lr, "must be > 0")
+    need(cfg.train.weight_decay >= 0, "train.weight_decay", cfg.train.weight_decay, "must be >= 0")
+    need(cfg.train.max_grad_norm >= 0, "train.max_grad_norm", cfg.train.max_grad_norm, "must be >= 0")
+    need(cfg.train.max_steps is None or cfg.train.max_steps > 0, "train.max_steps",
+         cfg.train.max_steps, "must be >= 1 or null")
+    need(cfg.train.log_every > 0, "train.log_every", cfg.train.log_every, "must be >= 1")
+    need(cfg.eval.batch_size > 0, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")
+    need(cfg.eval.max_new_tokens is None or cfg.eval.max_new_tokens > 0, "eval.max_new_tokens",
+         cfg.eval.max_new_tokens, "must be >= 1 or null")
+    need(len(cfg.tasks) > 0, "tasks", cfg.tasks, "name at least one task")
+    dupes = sorted({t for t in cfg.tasks if cfg.tasks.count(t) > 1})
+    need(not dupes, "tasks", cfg.tasks, f"each task may appear once (repeated: {', '.join(dupes)})")
+    return errors
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type, or raise ValueError with a readable reason."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(f"must be one of {', '.join(map(str, choices))}{extra}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError("must be a list, e.g. [a,b]")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, key) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping, e.g. {a: [1, 0]}")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no"):
+            return False
+        raise ValueError("must be true or false")
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or str(value).lstrip("-").isdigit()):
+            raise ValueError("must be an integer")
+        return int(value)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a number") from None
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ValueError("must be a string")
+        return str(value)
+    raise TypeError(f"unsupported config type {tp} for {key}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            valid = [f"{prefix}{n}" for n in names]
+            close = difflib.get_close_matches(full, valid, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(valid)}"
+            errors.append(f"unknown config key {full!r}: {hint}")
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                errors.append(f"{full}={value!r} is invalid: must be a section (mapping)")
+                continue
+            kwargs[key] = _build(tp, value, f"{full}.", errors)
+            continue
+        try:
+            kwargs[key] = _coerce(value, tp, full)
+        except ValueError as exc:
+            errors.append(f"{full}={value!r} is invalid: {exc}")
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=1e-4"`` -> (["train", "lr"], 1e-4). Values are parsed as YAML."""
+    if "=" not in text:
+        raise OloraError(f"override {text!r} is not key=value, e.g. train.lr=1e-4")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _set_path(tree: dict, path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        node = tree.get(part)
+        if not isinstance(node, dict):
+            node = tree[part] = {}
+        tree = node
+    tree[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file (optional), apply ``a.b=value`` overrides, type-check and validate.
+
+    Raises:
+        OloraError: listing every unknown key, type error and invalid value at once.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise OloraError(f"config file {str(path)!r} does not exist: pass an existing YAML file")
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise OloraError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise OloraError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        _set_path(tree, keys, value)
+    errors: list[str] = []
+    cfg = _build(RunConfig, tree, "", errors)
+    if not errors:
+        errors = _validate(cfg)
+    if errors:
+        raise OloraError("; ".join(errors))
+    return cfg
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    from olora.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def packaged_config(name: str) -> Path:
+    """Path of a YAML shipped in ``olora/configs`` (``demo`` -> ``.../configs/demo.yaml``)."""
+    return Path(__file__).parent / "configs" / f"{name}.yaml"

@@ -1,0 +1,222 @@
+"""Tasks: examples, labels and the official instruction prompt.
+
+A task is text-to-text: the prompt is
+
+    [Task:<type>\\n][Dataset:<name>\\n]<instruction>Option: <l1>, <l2>, ... \\n<text>\\nAnswer:
+
+and the target is the label text (official protocol, section 2.3 of the protocol notes). COPA has no
+instruction and no option line. Data is read from a CL_Benchmark folder laid out as
+``<group>/<task>/{train,test,labels}.json``; the group is the task type.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from olora.errors import OloraError
+
+log = logging.getLogger(__name__)
+
+# Official zero-shot instructions per task type (configs/instruction_config.json of the O-LoRA repo).
+INSTRUCTIONS = {
+    "NLI": 'What is the logical relationship between the "sentence 1" and the "sentence 2"? '
+    "Choose one from the option.\n",
+    "QQP": 'Whether the "first sentence" and the "second sentence" have the same meaning? '
+    "Choose one from the option.\n",
+    "SC": "What is the sentiment of the following paragraph? Choose one from the option.\n",
+    "TC": "What is the topic of the following paragraph? Choose one from the option.\n",
+    "BoolQA": "According to the following passage, is the question true or false? "
+    "Choose one from the option.\n",
+    "MultiRC": "According to the following passage and question, is the candidate answer true or "
+    "false? Choose one from the option.\n",
+    "WiC": "Given a word and two sentences, whether the word is used with the same sense in both "
+    "sentence? Choose one from the option.\n",
+    "COPA": "",
+    "EC": "What is the emotion expressed in the following text? Choose one from the option.\n",
+}
+# The "no gold label" marker of MultiNLI; such examples can never be scored, so they are dropped.
+NO_GOLD_LABELS = {"-"}
+
+
+@dataclass
+class Example:
+    text: str
+    label: str
+
+
+@dataclass
+class Task:
+    name: str
+    task_type: str
+    labels: list[str]
+    train: list[Example] = field(default_factory=list)
+    test: list[Example] = field(default_factory=list)
+    source: str = "builtin"
+
+    @property
+    def instruction(self) -> str:
+        return INSTRUCTIONS.get(self.task_type, "")
+
+    def prompt_parts(self, add_task_name: bool = True, add_dataset_name: bool = True) -> tuple[str, str]:
+        """(head, tail) around the example text: only the text between them may be truncated."""
+        head = ""
+        if add_task_name:
+            head += f"Task:{self.task_type}\n"
+        if add_dataset_name:
+            head += f"Dataset:{self.name}\n"
+        if self.task_type != "COPA":
+            head += self.instruction + "Option: " + ", ".join(self.labels) + " \n"
+        return head, "\nAnswer:"
+
+    def to_dict(self) -> dict:
+        """The definition needed to rebuild prompts later (no examples)."""
+        return {"name": self.name, "task_type": self.task_type, "labels": self.labels,
+                "source": self.source}
+
+
+def build_prompt(task: Task, text: str, add_task_name: bool = True, add_dataset_name: bool = True) -> str:
+    head, tail = task.prompt_parts(add_task_name, add_dataset_name)
+    return head + text + tail
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path) -> object:
+    if not path.is_file():
+        raise OloraError(f"data file {str(path)!r} is missing: check data.dir points at a CL_Benchmark folder")
+    try:
+        raw = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OloraError(
+            f"data file {str(path)!r} is not UTF-8 (byte {exc.start}): re-encode it as UTF-8"
+        ) from None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise OloraError(
+            f"data file {str(path)!r} is malformed JSON at line {exc.lineno} column {exc.colno}: "
+            f"{exc.msg}; fix or re-download the file"
+        ) from None
+
+
+def read_labels(path: Path) -> list[str]:
+    labels = _read_json(path)
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise OloraError(f"labels file {str(path)!r} must be a non-empty JSON list of strings")
+    return labels
+
+
+def read_split(path: Path, labels: list[str]) -> list[Example]:
+    """Read ``[{"sentence": ..., "label": ...}, ...]``, checking every record against ``labels``."""
+    records = _read_json(path)
+    if not isinstance(records, list):
+        raise OloraError(f"data file {str(path)!r} must hold a JSON list of {{sentence, label}} records")
+    known = set(labels)
+    examples, dropped = [], 0
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or "sentence" not in rec or "label" not in rec:
+            raise OloraError(
+                f"data file {str(path)!r}, record {i}: needs keys 'sentence' and 'label', "
+                f"got {sorted(rec) if isinstance(rec, dict) else type(rec).__name__}"
+            )
+        label = str(rec["label"])
+        if label in NO_GOLD_LABELS and label not in known:
+            dropped += 1
+            continue
+        if label not in known:
+            raise OloraError(
+                f"data file {str(path)!r}, record {i}: label {label!r} is not in labels.json "
+                f"({', '.join(labels)}); fix the record or add the label"
+            )
+        examples.append(Example(str(rec["sentence"]), label))
+    if dropped:
+        log.warning("%s: dropped %d examples whose gold label is '-' (no gold label)", path, dropped)
+    if not examples:
+        raise OloraError(f"data file {str(path)!r} has no usable examples: a split must not be empty")
+    return examples
+
+
+def find_task_dir(data_dir: Path, name: str) -> Path:
+    """``<data_dir>/<group>/<name>``; the unknown-name error lists the nearest known tasks."""
+    if not data_dir.is_dir():
+        raise OloraError(
+            f"data.dir {str(data_dir)!r} is not a folder: point it at a CL_Benchmark folder "
+            "(e.g. data.dir=../shared/cl_benchmark/CL_Benchmark)"
+        )
+    found = sorted(p for p in data_dir.glob(f"*/{name}") if p.is_dir())
+    if found:
+        return found[0]
+    known = sorted(p.name for p in data_dir.glob("*/*") if p.is_dir())
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known tasks: {', '.join(known) or 'none'}"
+    raise OloraError(f"task {name!r} is not in data.dir {str(data_dir)!r}: {hint}")
+
+
+def load_benchmark_task(data_dir: Path, name: str) -> Task:
+    task_dir = find_task_dir(Path(data_dir), name)
+    labels = read_labels(task_dir / "labels.json")
+    return Task(
+        name=name,
+        task_type=task_dir.parent.name,
+        labels=labels,
+        train=read_split(task_dir / "train.json", labels),
+        test=read_split(task_dir / "test.json", labels),
+        source=str(task_dir),
+    )
+
+
+def subsample_per_class(examples: list[Example], per_class: int | None, seed: int | str,
+                        what: str) -> list[Example]:
+    """At most ``per_class`` examples of each label, chosen by a seeded RNG, original order kept."""
+    if per_class is None:
+        return examples
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_label[ex.label].append(i)
+    largest = max(len(v) for v in by_label.values())
+    if per_class > largest:
+        raise OloraError(
+            f"{what}={per_class} is larger than the biggest class ({largest} examples): "
+            f"use at most {largest} or null for all"
+        )
+    rng = random.Random(f"{seed}:{what}")
+    keep = []
+    for label in sorted(by_label):
+        idx = by_label[label]
+        keep += idx if len(idx) <= per_class else rng.sample(idx, per_class)
+    return [examples[i] for i in sorted(keep)]
+
+
+def load_tasks(names: list[str], data_dir: str | None, train_per_class: int | None,
+               test_per_class: int | None, seed: int) -> list[Task]:
+    """Load and subsample every task before any training, so bad data stops the run early."""
+    from olora.demo_tasks import builtin_task, BUILTIN_TASKS
+
+    tasks = []
+    for name in names:
+        if data_dir is None:
+            if name not in BUILTIN_TASKS:
+                import difflib
+
+                close = difflib.get_close_matches(name, BUILTIN_TASKS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise OloraError(
+                    f"task {name!r} is not a built-in task ({', '.join(BUILTIN_TASKS)}): {hint}"
+                    "or set data.dir to a CL_Benchmark folder"
+                )
+            task = builtin_task(name)
+        else:
+            task = load_benchmark_task(Path(data_dir), name)
+        task.train = subsample_per_class(task.train, train_per_class, seed,
+                                         f"data.train_per_class[{name}]")
+        task.test = subsample_per_class(task.test, test_per_class, seed, f"data.test_per_class[{name}]")
+        tasks.append(task)
+    return tasks

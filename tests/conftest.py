@@ -1,0 +1,100 @@
+"""Tiny random T5 and LLaMA models with a tokenizer trained here: no downloads, a few seconds.
+
+The tokenizer is a byte-level BPE trained on the built-in demo tasks' prompts, so every text
+encodes; the models are 2-layer, width-32 versions of the real architectures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from olora.demo_tasks import BUILTIN_TASKS, builtin_task
+from olora.tasks import build_prompt
+
+SPECIALS = ["<pad>", "</s>", "<s>", "<unk>"]
+DATA_DIR = Path(os.environ.get("OLORA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" /
+                                "cl_benchmark" / "CL_Benchmark"))
+
+
+def _corpus() -> list[str]:
+    texts = []
+    for name in BUILTIN_TASKS:
+        task = builtin_task(name)
+        texts += [build_prompt(task, ex.text) + " " + ex.label for ex in task.train[:50]]
+    return texts
+
+
+def build_tokenizer(kind: str) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus(), trainer)
+    if kind == "llama":  # bos at the start, as LLaMA tokenizers do
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
+    else:  # eos at the end, as T5's does
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                   bos_token="<s>", unk_token="<unk>")
+
+
+def build_model(kind: str, vocab: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "t5":
+        cfg = T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                       num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                       dropout_rate=0.0)
+        return T5ForConditionalGeneration(cfg)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=False)
+    return LlamaForCausalLM(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    """{"t5": folder, "llama": folder}: saved checkpoints usable as ``model=<folder>``."""
+    root = tmp_path_factory.mktemp("tiny_models")
+    out = {}
+    for kind in ("t5", "llama"):
+        tok = build_tokenizer(kind)
+        model = build_model(kind, len(tok))
+        folder = root / kind
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        out[kind] = folder
+    return out
+
+
+@pytest.fixture(params=["t5", "llama"])
+def kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def tiny(tiny_dirs, kind):
+    """(model, tokenizer, seq2seq) loaded the way olora loads any checkpoint."""
+    from olora.models import is_seq2seq, load_model
+
+    model, tok = load_model(str(tiny_dirs[kind]))
+    return model, tok, is_seq2seq(model)
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    if not (DATA_DIR / "TC" / "agnews" / "train.json").is_file():
+        pytest.skip(f"CL_Benchmark not found at {DATA_DIR} (set OLORA_DATA_DIR)")
+    return DATA_DIR
