@@ -24,8 +24,11 @@ from olora.demo_tasks import BUILTIN_TASKS, builtin_task
 from olora.tasks import build_prompt
 
 SPECIALS = ["<pad>", "</s>", "<s>", "<unk>"]
-DATA_DIR = Path(os.environ.get("OLORA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" /
-                                "cl_benchmark" / "CL_Benchmark"))
+DATA_DIR = Path(
+    os.environ.get(
+        "OLORA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "cl_benchmark" / "CL_Benchmark"
+    )
+)
 
 
 def _corpus() -> list[str]:
@@ -40,27 +43,49 @@ def build_tokenizer(kind: str) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator(_corpus(), trainer)
     if kind == "llama":  # bos at the start, as LLaMA tokenizers do
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
     else:  # eos at the end, as T5's does
         tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                                   bos_token="<s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", bos_token="<s>", unk_token="<unk>"
+    )
 
 
 def build_model(kind: str, vocab: int) -> torch.nn.Module:
     torch.manual_seed(0)
     if kind == "t5":
-        cfg = T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
-                       num_heads=4, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                       dropout_rate=0.0)
+        cfg = T5Config(
+            vocab_size=vocab,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=4,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+            dropout_rate=0.0,
+        )
         return T5ForConditionalGeneration(cfg)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=False,
+    )
     return LlamaForCausalLM(cfg)
 
 

@@ -43,7 +43,9 @@ def _randomize(model, names):
     with torch.no_grad():
         for layer in lora_layers(model):
             for name in names:
-                layer.lora_B[name].weight.copy_(torch.randn(layer.lora_B[name].weight.shape, generator=g) * 0.5)
+                layer.lora_B[name].weight.copy_(
+                    torch.randn(layer.lora_B[name].weight.shape, generator=g) * 0.5
+                )
 
 
 def _with_adapters(model, seq2seq, names):
@@ -77,8 +79,17 @@ def test_past_adapters_get_no_gradient_and_stay_identical(tiny):
     new_before = {k: v.clone() for k, v in model.state_dict().items() if ".t1." in k}
     _, enc = _batch(tok, seq2seq, n=8)
     penalty = OrthogonalityPenalty(model, ["t0"], "t1")
-    train_task(model, enc, TrainConfig(batch_size=4, lr=1e-2), seq2seq=seq2seq, pad_id=tok.pad_token_id,
-               seed=0, accelerator=Accelerator(cpu=True), penalty=penalty, lambda_orth=0.5)
+    train_task(
+        model,
+        enc,
+        TrainConfig(batch_size=4, lr=1e-2),
+        seq2seq=seq2seq,
+        pad_id=tok.pad_token_id,
+        seed=0,
+        accelerator=Accelerator(cpu=True),
+        penalty=penalty,
+        lambda_orth=0.5,
+    )
     state = model.state_dict()
     assert past_before and all(torch.equal(state[k], v) for k, v in past_before.items())
     assert any(not torch.equal(state[k], v) for k, v in new_before.items())
@@ -98,13 +109,15 @@ def test_orthogonality_penalty_zero_iff_orthogonal_and_matches_hand_computation(
     r, d = lora_layers(model)[0].lora_A["t0"].weight.shape
     eye = torch.eye(d)
     _set_lora_A(model, "t0", lambda s: eye[: s[0]])  # basis vectors e_0..e_7
-    _set_lora_A(model, "t1", lambda s: eye[s[0]: 2 * s[0]])  # e_8..e_15: orthogonal
+    _set_lora_A(model, "t1", lambda s: eye[s[0] : 2 * s[0]])  # e_8..e_15: orthogonal
     assert OrthogonalityPenalty(model, ["t0"], "t1")().item() == 0.0
     g = torch.Generator().manual_seed(0)
     _set_lora_A(model, "t1", lambda s: torch.randn(s, generator=g))
     got = OrthogonalityPenalty(model, ["t0"], "t1")().item()
-    expected = sum((l.lora_A["t0"].weight @ l.lora_A["t1"].weight.T).abs().sum().item()
-                   for l in lora_layers(model))
+    expected = sum(
+        (layer.lora_A["t0"].weight @ layer.lora_A["t1"].weight.T).abs().sum().item()
+        for layer in lora_layers(model)
+    )
     assert got > 0
     assert got == pytest.approx(expected, rel=1e-5)
 
@@ -114,16 +127,19 @@ def test_paper_variant_is_squared_frobenius_on_lora_B(tiny):
     model = _with_adapters(model, seq2seq, ["t0", "t1", "t2"])
     _randomize(model, ["t0", "t1", "t2"])
     got = OrthogonalityPenalty(model, ["t0", "t1"], "t2", variant="paper")().item()
-    expected = sum(((l.lora_B[p].weight.T @ l.lora_B["t2"].weight) ** 2).sum().item()
-                   for l in lora_layers(model) for p in ("t0", "t1"))
+    expected = sum(
+        ((layer.lora_B[p].weight.T @ layer.lora_B["t2"].weight) ** 2).sum().item()
+        for layer in lora_layers(model)
+        for p in ("t0", "t1")
+    )
     assert got == pytest.approx(expected, rel=1e-5)
     # Orthogonal output subspaces give zero.
     with torch.no_grad():
-        for l in lora_layers(model):
-            out, r = l.lora_B["t0"].weight.shape
+        for layer in lora_layers(model):
+            out, r = layer.lora_B["t0"].weight.shape
             eye = torch.eye(out)
-            l.lora_B["t0"].weight.copy_(eye[:, :r])
-            l.lora_B["t1"].weight.copy_(eye[:, r:2 * r] * 3)
+            layer.lora_B["t0"].weight.copy_(eye[:, :r])
+            layer.lora_B["t1"].weight.copy_(eye[:, r : 2 * r] * 3)
     assert OrthogonalityPenalty(model, ["t0"], "t1", variant="paper")().item() == 0.0
 
 
@@ -131,8 +147,10 @@ def test_l2_norm_matches_hand_computation(tiny):
     model, _, seq2seq = tiny
     model = _with_adapters(model, seq2seq, ["t0"])
     _randomize(model, ["t0"])
-    expected = sum(l.lora_A["t0"].weight.norm().item() + l.lora_B["t0"].weight.norm().item()
-                   for l in lora_layers(model))
+    expected = sum(
+        layer.lora_A["t0"].weight.norm().item() + layer.lora_B["t0"].weight.norm().item()
+        for layer in lora_layers(model)
+    )
     assert l2_norm(model, "t0").item() == pytest.approx(expected, rel=1e-5)
 
 

@@ -171,8 +171,12 @@ def concat_adapters(model: PeftModel, names: list[str], new_name: str) -> LoraCo
     base_cfg = model.peft_config[names[0]]
     rank = sum(model.peft_config[n].r for n in names)
     config = LoraConfig(
-        r=rank, lora_alpha=rank, lora_dropout=base_cfg.lora_dropout,
-        target_modules=base_cfg.target_modules, bias="none", task_type=base_cfg.task_type,
+        r=rank,
+        lora_alpha=rank,
+        lora_dropout=base_cfg.lora_dropout,
+        target_modules=base_cfg.target_modules,
+        bias="none",
+        task_type=base_cfg.task_type,
     )
     model.add_adapter(new_name, config)
     for layer in lora_layers(model):

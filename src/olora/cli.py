@@ -26,8 +26,10 @@ def _split_config_args(args: list[str]) -> tuple[str | None, list[str]]:
         return first, rest
     if packaged_config(first).is_file():
         return str(packaged_config(first)), rest
-    raise OloraError(f"config {first!r} is neither a YAML file nor a packaged config (e.g. demo): "
-                     "pass a path, or key=value overrides")
+    raise OloraError(
+        f"config {first!r} is neither a YAML file nor a packaged config (e.g. demo): "
+        "pass a path, or key=value overrides"
+    )
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -70,8 +72,9 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     print()
     print(side_by_side(all_results))
     for res in all_results:
-        print(f"{res['method']}: {Path(res['config']['output_dir']) / 'results.json'} "
-              f"({res['wall_s']:.0f} s)")
+        print(
+            f"{res['method']}: {Path(res['config']['output_dir']) / 'results.json'} ({res['wall_s']:.0f} s)"
+        )
     return 0
 
 
@@ -95,8 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="train and evaluate a task sequence",
-                       description="olora run [CONFIG.yaml | demo] [key=value ...]")
+    p = sub.add_parser(
+        "run",
+        help="train and evaluate a task sequence",
+        description="olora run [CONFIG.yaml | demo] [key=value ...]",
+    )
     p.add_argument("args", nargs="*", help="optional config file, then key=value overrides")
     p.add_argument("--force", action="store_true", help="continue a run dir made with another config")
     p.set_defaults(func=cmd_run)

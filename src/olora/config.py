@@ -92,7 +92,7 @@ class RunConfig:
         "seqlora = one adapter trained on every task in turn.",
     )
     tasks: list[str] = _f(
-        ["sentiment", "topic", "emotion"], "Task names in training order (data.dir tasks or built-in)."
+        ["sentiment", "newsdesk", "helpline"], "Task names in training order (data.dir tasks or built-in)."
     )
     seed: int = _f(42, "Seed for data sampling, adapter initialisation and dropout.")
     dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "Model weights dtype.")
@@ -139,12 +139,20 @@ def _validate(cfg: RunConfig) -> list[str]:
     need(cfg.train.lr > 0, "train.lr", cfg.train.lr, "must be > 0")
     need(cfg.train.weight_decay >= 0, "train.weight_decay", cfg.train.weight_decay, "must be >= 0")
     need(cfg.train.max_grad_norm >= 0, "train.max_grad_norm", cfg.train.max_grad_norm, "must be >= 0")
-    need(cfg.train.max_steps is None or cfg.train.max_steps > 0, "train.max_steps",
-         cfg.train.max_steps, "must be >= 1 or null")
+    need(
+        cfg.train.max_steps is None or cfg.train.max_steps > 0,
+        "train.max_steps",
+        cfg.train.max_steps,
+        "must be >= 1 or null",
+    )
     need(cfg.train.log_every > 0, "train.log_every", cfg.train.log_every, "must be >= 1")
     need(cfg.eval.batch_size > 0, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")
-    need(cfg.eval.max_new_tokens is None or cfg.eval.max_new_tokens > 0, "eval.max_new_tokens",
-         cfg.eval.max_new_tokens, "must be >= 1 or null")
+    need(
+        cfg.eval.max_new_tokens is None or cfg.eval.max_new_tokens > 0,
+        "eval.max_new_tokens",
+        cfg.eval.max_new_tokens,
+        "must be >= 1 or null",
+    )
     need(len(cfg.tasks) > 0, "tasks", cfg.tasks, "name at least one task")
     dupes = sorted({t for t in cfg.tasks if cfg.tasks.count(t) > 1})
     need(not dupes, "tasks", cfg.tasks, f"each task may appear once (repeated: {', '.join(dupes)})")

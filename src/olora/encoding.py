@@ -34,8 +34,14 @@ class Encoded:
 class PromptEncoder:
     """Turns a task's examples into token ids under the official prompt format."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, seq2seq: bool, max_source_length: int,
-                 add_task_name: bool = True, add_dataset_name: bool = True):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        seq2seq: bool,
+        max_source_length: int,
+        add_task_name: bool = True,
+        add_dataset_name: bool = True,
+    ):
         self.tokenizer = tokenizer
         self.seq2seq = seq2seq
         self.max_len = max_source_length
@@ -84,9 +90,14 @@ class PromptEncoder:
             out.append(Encoded(ids, targets[ex.label], cut))
         n_cut = sum(e.truncated for e in out)
         if n_cut:
-            log.warning("task %s: %d of %d prompts were longer than data.max_source_length=%d; their "
-                        "input text was cut (instruction and Answer: kept)", task.name, n_cut, len(out),
-                        self.max_len)
+            log.warning(
+                "task %s: %d of %d prompts were longer than data.max_source_length=%d; their "
+                "input text was cut (instruction and Answer: kept)",
+                task.name,
+                n_cut,
+                len(out),
+                self.max_len,
+            )
         return out
 
 
@@ -95,8 +106,8 @@ def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
     return ids, mask
 
 
@@ -126,9 +137,13 @@ def collate_train(batch: list[Encoded], pad_id: int, seq2seq: bool) -> dict[str,
     input_ids, mask = _left_pad([b.prompt_ids + b.target_ids for b in batch], pad_id)
     labels = torch.full_like(input_ids, IGNORE)
     for i, b in enumerate(batch):
-        labels[i, input_ids.shape[1] - len(b.target_ids):] = torch.tensor(b.target_ids)
-    return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids(mask),
-            "labels": labels}
+        labels[i, input_ids.shape[1] - len(b.target_ids) :] = torch.tensor(b.target_ids)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "position_ids": position_ids(mask),
+        "labels": labels,
+    }
 
 
 def collate_prompts(batch: list[Encoded], pad_id: int, seq2seq: bool) -> dict[str, torch.Tensor]:

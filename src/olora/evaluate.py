@@ -34,12 +34,24 @@ class TaskEval:
 
 
 @torch.inference_mode()
-def generate_answers(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[Encoded],
-                     *, seq2seq: bool, batch_size: int, max_new_tokens: int,
-                     device: torch.device | str = "cpu") -> list[str]:
+def generate_answers(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Encoded],
+    *,
+    seq2seq: bool,
+    batch_size: int,
+    max_new_tokens: int,
+    device: torch.device | str = "cpu",
+) -> list[str]:
     """Greedy answers for each encoded prompt, in the input order."""
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     if not seq2seq and tokenizer.bos_token_id is not None:
         config.bos_token_id = tokenizer.bos_token_id
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].prompt_ids))
@@ -47,12 +59,12 @@ def generate_answers(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
     was_training = model.training
     model.eval()
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         batch = collate_prompts([examples[i] for i in idx], tokenizer.pad_token_id, seq2seq)
         batch = {k: v.to(device) for k, v in batch.items()}
         out = model.generate(**batch, generation_config=config)
-        new_tokens = out if seq2seq else out[:, batch["input_ids"].shape[1]:]
-        for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+        new_tokens = out if seq2seq else out[:, batch["input_ids"].shape[1] :]
+        for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
             answers[i] = text.strip()
     model.train(was_training)
     return answers
@@ -63,11 +75,27 @@ def label_token_budget(tokenizer: PreTrainedTokenizerBase, labels: list[str]) ->
     return max(len(tokenizer(" " + lab, add_special_tokens=False)["input_ids"]) for lab in labels) + 2
 
 
-def evaluate_task(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, examples: list[Encoded],
-                  golds: list[str], labels: list[str], *, seq2seq: bool, batch_size: int,
-                  max_new_tokens: int | None, device: torch.device | str = "cpu") -> TaskEval:
+def evaluate_task(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Encoded],
+    golds: list[str],
+    labels: list[str],
+    *,
+    seq2seq: bool,
+    batch_size: int,
+    max_new_tokens: int | None,
+    device: torch.device | str = "cpu",
+) -> TaskEval:
     budget = max_new_tokens or label_token_budget(tokenizer, labels)
-    preds = generate_answers(model, tokenizer, examples, seq2seq=seq2seq, batch_size=batch_size,
-                             max_new_tokens=budget, device=device)
-    hits = sum(exact_match(p, g) for p, g in zip(preds, golds))
+    preds = generate_answers(
+        model,
+        tokenizer,
+        examples,
+        seq2seq=seq2seq,
+        batch_size=batch_size,
+        max_new_tokens=budget,
+        device=device,
+    )
+    hits = sum(exact_match(p, g) for p, g in zip(preds, golds, strict=True))
     return TaskEval(100.0 * hits / max(1, len(golds)), preds)

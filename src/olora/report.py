@@ -18,17 +18,20 @@ def format_matrix(tasks: list[str], matrix: list[list[float]]) -> str:
 
 
 def format_summary(results: dict) -> str:
-    return (f"AA {_fmt(results['aa'], 0).strip()}  BWT {_fmt(results['bwt'], 0).strip()}  "
-            f"forgetting {_fmt(results['forgetting'], 0).strip()}")
+    return (
+        f"AA {_fmt(results['aa'], 0).strip()}  BWT {_fmt(results['bwt'], 0).strip()}  "
+        f"forgetting {_fmt(results['forgetting'], 0).strip()}"
+    )
 
 
 def side_by_side(runs: list[dict]) -> str:
     """Each run's matrix and AA/BWT, one block per method."""
     blocks = []
     for res in runs:
-        blocks.append(f"== {res['method']} ({res['model']}) ==\n"
-                      f"{format_matrix(res['tasks'], res['matrix'])}\n{format_summary(res)}")
+        blocks.append(
+            f"== {res['method']} ({res['model']}) ==\n"
+            f"{format_matrix(res['tasks'], res['matrix'])}\n{format_summary(res)}"
+        )
     header = f"{'method':<10}{'AA':>8}{'BWT':>8}{'forget':>8}"
-    rows = [f"{r['method']:<10}{_fmt(r['aa'], 8)}{_fmt(r['bwt'], 8)}{_fmt(r['forgetting'], 8)}"
-            for r in runs]
+    rows = [f"{r['method']:<10}{_fmt(r['aa'], 8)}{_fmt(r['bwt'], 8)}{_fmt(r['forgetting'], 8)}" for r in runs]
     return "\n\n".join(blocks) + "\n\n" + "\n".join([header, *rows])

@@ -47,15 +47,25 @@ def versions() -> dict[str, str]:
     import peft
     import transformers
 
-    return {"olora": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "accelerate": accelerate.__version__,
-            "python": platform.python_version()}
+    return {
+        "olora": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key != "task_lambdas":
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(k, str) for k in value)
+            and key != "task_lambdas"
+        ):
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
@@ -86,7 +96,9 @@ def prepare_output_dir(out: Path, cfg: RunConfig, force: bool) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise OloraError(f"output_dir {str(out)!r} is not writable ({exc.strerror}): choose another") from None
+        raise OloraError(
+            f"output_dir {str(out)!r} is not writable ({exc.strerror}): choose another"
+        ) from None
     save_config(cfg, saved)
 
 
@@ -103,8 +115,9 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
     tasks = load_tasks(cfg.tasks, cfg.data.dir, cfg.data.train_per_class, cfg.data.test_per_class, cfg.seed)
     model, tokenizer = load_model(cfg.model, cfg.dtype)
     seq2seq = is_seq2seq(model)
-    encoder = PromptEncoder(tokenizer, seq2seq, cfg.data.max_source_length, cfg.data.add_task_name,
-                            cfg.data.add_dataset_name)
+    encoder = PromptEncoder(
+        tokenizer, seq2seq, cfg.data.max_source_length, cfg.data.add_task_name, cfg.data.add_dataset_name
+    )
     train_sets = {t.name: encoder.encode(t, t.train) for t in tasks}
     test_sets = {t.name: encoder.encode(t, t.test) for t in tasks}
 
@@ -143,9 +156,18 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
             task_dir.mkdir(parents=True, exist_ok=True)
             (task_dir / "train_log.jsonl").unlink(missing_ok=True)
             training = train_task(
-                model, train_sets[task.name], cfg.train, seq2seq=seq2seq, pad_id=tokenizer.pad_token_id,
-                seed=cfg.seed * 1000 + i, accelerator=accelerator, penalty=penalty, l2_adapter=name,
-                lambda_orth=lam_orth, lambda_l2=lam_l2, log_path=task_dir / "train_log.jsonl",
+                model,
+                train_sets[task.name],
+                cfg.train,
+                seq2seq=seq2seq,
+                pad_id=tokenizer.pad_token_id,
+                seed=cfg.seed * 1000 + i,
+                accelerator=accelerator,
+                penalty=penalty,
+                l2_adapter=name,
+                lambda_orth=lam_orth,
+                lambda_l2=lam_l2,
+                log_path=task_dir / "train_log.jsonl",
                 desc=f"task {i + 1}/{len(tasks)} {task.name} [{cfg.method}]",
             )
             activate(model, names, trainable=None)
@@ -154,27 +176,52 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
             row, rows = [], []
             for seen in tasks[: i + 1]:
                 result = evaluate_task(
-                    model, tokenizer, test_sets[seen.name], [e.label for e in seen.test], seen.labels,
-                    seq2seq=seq2seq, batch_size=cfg.eval.batch_size, max_new_tokens=cfg.eval.max_new_tokens,
+                    model,
+                    tokenizer,
+                    test_sets[seen.name],
+                    [e.label for e in seen.test],
+                    seen.labels,
+                    seq2seq=seq2seq,
+                    batch_size=cfg.eval.batch_size,
+                    max_new_tokens=cfg.eval.max_new_tokens,
                     device=accelerator.device,
                 )
                 row.append(round(result.accuracy, 4))
-                rows += [{"task": seen.name, "input": ex.text, "gold": ex.label, "prediction": pred}
-                         for ex, pred in zip(seen.test, result.predictions)]
-            timing = {"train_s": round(training.wall_s, 3), "eval_s": round(time.perf_counter() - eval_start, 3),
-                      "steps": training.steps}
+                rows += [
+                    {"task": seen.name, "input": ex.text, "gold": ex.label, "prediction": pred}
+                    for ex, pred in zip(seen.test, result.predictions, strict=True)
+                ]
+            timing = {
+                "train_s": round(training.wall_s, 3),
+                "eval_s": round(time.perf_counter() - eval_start, 3),
+                "steps": training.steps,
+            }
             matrix.append(row)
             timings.append(timing)
-            log.info("after %s: %s", task.name, ", ".join(f"{t.name} {a:.1f}" for t, a in zip(tasks, row)))
+            log.info(
+                "after %s: %s",
+                task.name,
+                ", ".join(f"{t.name} {a:.1f}" for t, a in zip(tasks, row, strict=True)),
+            )
             if main:
                 save_adapter(model, name, task_dir / "adapter")
                 atomic_write_jsonl(task_dir / "predictions.jsonl", rows)
-                atomic_write_json(task_dir / "task.json", {
-                    **task.to_dict(), "index": i, "adapter_name": name, "row": row, "timings": timing,
-                    "lambda_orth": lam_orth, "lambda_l2": lam_l2, "final_loss": training.last_loss,
-                    "n_train": len(task.train), "n_test": len(task.test),
-                    "n_truncated": sum(e.truncated for e in train_sets[task.name] + test_sets[task.name]),
-                })
+                atomic_write_json(
+                    task_dir / "task.json",
+                    {
+                        **task.to_dict(),
+                        "index": i,
+                        "adapter_name": name,
+                        "row": row,
+                        "timings": timing,
+                        "lambda_orth": lam_orth,
+                        "lambda_l2": lam_l2,
+                        "final_loss": training.last_loss,
+                        "n_train": len(task.train),
+                        "n_test": len(task.test),
+                        "n_truncated": sum(e.truncated for e in train_sets[task.name] + test_sets[task.name]),
+                    },
+                )
                 atomic_write_json(out / "progress.json", progress)
     except BaseException as exc:
         if main and out.is_dir():

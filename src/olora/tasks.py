@@ -37,7 +37,11 @@ INSTRUCTIONS = {
     "WiC": "Given a word and two sentences, whether the word is used with the same sense in both "
     "sentence? Choose one from the option.\n",
     "COPA": "",
-    "EC": "What is the emotion expressed in the following text? Choose one from the option.\n",
+    # Built-in demo task types (olora.demo_tasks).
+    "NEWSDESK": "Which colour code does the newsroom file the following story under? "
+    "Choose one from the option.\n",
+    "HELPLINE": "Which colour code does the helpline file the following message under? "
+    "Choose one from the option.\n",
 }
 # The "no gold label" marker of MultiNLI; such examples can never be scored, so they are dropped.
 NO_GOLD_LABELS = {"-"}
@@ -75,8 +79,7 @@ class Task:
 
     def to_dict(self) -> dict:
         """The definition needed to rebuild prompts later (no examples)."""
-        return {"name": self.name, "task_type": self.task_type, "labels": self.labels,
-                "source": self.source}
+        return {"name": self.name, "task_type": self.task_type, "labels": self.labels, "source": self.source}
 
 
 def build_prompt(task: Task, text: str, add_task_name: bool = True, add_dataset_name: bool = True) -> str:
@@ -89,7 +92,9 @@ def build_prompt(task: Task, text: str, add_task_name: bool = True, add_dataset_
 
 def _read_json(path: Path) -> object:
     if not path.is_file():
-        raise OloraError(f"data file {str(path)!r} is missing: check data.dir points at a CL_Benchmark folder")
+        raise OloraError(
+            f"data file {str(path)!r} is missing: check data.dir points at a CL_Benchmark folder"
+        )
     try:
         raw = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -173,8 +178,9 @@ def load_benchmark_task(data_dir: Path, name: str) -> Task:
     )
 
 
-def subsample_per_class(examples: list[Example], per_class: int | None, seed: int | str,
-                        what: str) -> list[Example]:
+def subsample_per_class(
+    examples: list[Example], per_class: int | None, seed: int | str, what: str
+) -> list[Example]:
     """At most ``per_class`` examples of each label, chosen by a seeded RNG, original order kept."""
     if per_class is None:
         return examples
@@ -195,10 +201,11 @@ def subsample_per_class(examples: list[Example], per_class: int | None, seed: in
     return [examples[i] for i in sorted(keep)]
 
 
-def load_tasks(names: list[str], data_dir: str | None, train_per_class: int | None,
-               test_per_class: int | None, seed: int) -> list[Task]:
+def load_tasks(
+    names: list[str], data_dir: str | None, train_per_class: int | None, test_per_class: int | None, seed: int
+) -> list[Task]:
     """Load and subsample every task before any training, so bad data stops the run early."""
-    from olora.demo_tasks import builtin_task, BUILTIN_TASKS
+    from olora.demo_tasks import BUILTIN_TASKS, builtin_task
 
     tasks = []
     for name in names:
@@ -215,8 +222,7 @@ def load_tasks(names: list[str], data_dir: str | None, train_per_class: int | No
             task = builtin_task(name)
         else:
             task = load_benchmark_task(Path(data_dir), name)
-        task.train = subsample_per_class(task.train, train_per_class, seed,
-                                         f"data.train_per_class[{name}]")
+        task.train = subsample_per_class(task.train, train_per_class, seed, f"data.train_per_class[{name}]")
         task.test = subsample_per_class(task.test, test_per_class, seed, f"data.test_per_class[{name}]")
         tasks.append(task)
     return tasks

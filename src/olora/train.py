@@ -45,8 +45,9 @@ def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def answer_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor], seq2seq: bool,
-               logits_to_keep: bool) -> torch.Tensor:
+def answer_nll(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], seq2seq: bool, logits_to_keep: bool
+) -> torch.Tensor:
     """Mean cross-entropy over answer tokens.
 
     Decoder-only batches are left-padded, so all answers sit in the last columns: the LM head is
@@ -63,9 +64,10 @@ def answer_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor], seq2seq: 
         logits = model(**inputs, logits_to_keep=keep).logits
     else:
         logits = model(**inputs).logits[:, -keep:]
-    target = labels[:, -(keep - 1):]
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
-                           ignore_index=IGNORE)
+    target = labels[:, -(keep - 1) :]
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=IGNORE
+    )
 
 
 def num_optimizer_steps(n_examples: int, cfg: TrainConfig) -> int:
@@ -92,8 +94,13 @@ def train_task(
 ) -> TaskTraining:
     """Train the model's trainable parameters (the current task's adapter) on ``examples``."""
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(examples, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                        collate_fn=partial(collate_train, pad_id=pad_id, seq2seq=seq2seq))
+    loader = DataLoader(
+        examples,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=partial(collate_train, pad_id=pad_id, seq2seq=seq2seq),
+    )
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -138,9 +145,12 @@ def train_task(
                 result.steps += 1
                 bar.update(1)
                 if result.steps % cfg.log_every == 0 or result.steps == total:
-                    row = {"step": result.steps, "nll": window_nll.item(),
-                           "orth": orth.item() if orth is not None else 0.0,
-                           "l2": l2.item() if l2 is not None else 0.0}
+                    row = {
+                        "step": result.steps,
+                        "nll": window_nll.item(),
+                        "orth": orth.item() if orth is not None else 0.0,
+                        "l2": l2.item() if l2 is not None else 0.0,
+                    }
                     row["loss"] = row["nll"] + lambda_orth * row["orth"] + lambda_l2 * row["l2"]
                     result.history.append(row)
                     result.last_loss = row["loss"]

@@ -1,0 +1,41 @@
+"""AA, BWT, forgetting and FWT against hand-computed matrices."""
+
+import pytest
+
+from olora.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer, summarize
+
+
+def test_two_by_two():
+    m = [[90.0], [70.0, 80.0]]
+    assert average_accuracy(m) == pytest.approx(75.0)
+    assert backward_transfer(m) == pytest.approx(-20.0)  # 70 - 90
+    assert forgetting(m) == pytest.approx(20.0)
+    assert forward_transfer(m, [50.0, 60.0]) == pytest.approx(20.0)  # 80 - 60
+
+
+def test_three_by_three():
+    m = [[80.0], [85.0, 60.0], [75.0, 70.0, 90.0]]
+    assert average_accuracy(m) == pytest.approx((75 + 70 + 90) / 3)
+    # BWT: ((75-80) + (70-60)) / 2 = 2.5
+    assert backward_transfer(m) == pytest.approx(2.5)
+    # forgetting: task0 max(80, 85) - 75 = 10; task1 max(60) - 70 = -10 -> mean 0
+    assert forgetting(m) == pytest.approx(0.0)
+    # FWT: ((60 - 50) + (90 - 70)) / 2 = 15
+    assert forward_transfer(m, [0.0, 50.0, 70.0]) == pytest.approx(15.0)
+
+
+def test_square_matrix_ignores_entries_above_diagonal():
+    lower = [[80.0], [85.0, 60.0]]
+    square = [[80.0, 10.0], [85.0, 60.0]]
+    assert summarize(lower) == summarize(square)
+
+
+def test_single_task_has_no_transfer():
+    assert summarize([[55.0]]) == {"aa": 55.0, "bwt": None, "forgetting": None}
+
+
+def test_malformed_matrix_is_rejected():
+    with pytest.raises(ValueError, match="row 1"):
+        average_accuracy([[1.0], [2.0]])
+    with pytest.raises(ValueError, match="empty"):
+        backward_transfer([])
