@@ -25,9 +25,7 @@ from olora.tasks import build_prompt
 
 SPECIALS = ["<pad>", "</s>", "<s>", "<unk>"]
 DATA_DIR = Path(
-    os.environ.get(
-        "OLORA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "cl_benchmark" / "CL_Benchmark"
-    )
+    os.environ.get("OLORA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "cl_benchmark" / "CL_Benchmark")
 )
 
 

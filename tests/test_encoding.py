@@ -52,9 +52,7 @@ def test_padded_batch_gives_the_same_loss_as_single_examples(tiny):
     examples = [task.test[0], Example("Text: a much longer sentence " * 5, task.test[1].label)]
     enc = PromptEncoder(tok, seq2seq, 256).encode(task, examples)
     with torch.no_grad():
-        singles = [
-            answer_nll(model, collate_train([e], tok.pad_token_id, seq2seq), seq2seq, True) for e in enc
-        ]
+        singles = [answer_nll(model, collate_train([e], tok.pad_token_id, seq2seq), seq2seq, True) for e in enc]
         both = answer_nll(model, collate_train(enc, tok.pad_token_id, seq2seq), seq2seq, True)
         full = answer_nll(model, collate_train(enc, tok.pad_token_id, seq2seq), seq2seq, False)
     n = [len(e.target_ids) for e in enc]
@@ -68,9 +66,7 @@ def test_batched_generation_equals_one_by_one(tiny):
     task = builtin_task("helpline")
     enc = PromptEncoder(tok, seq2seq, 256).encode(task, task.test[:5])
     batched = generate_answers(model, tok, enc, seq2seq=seq2seq, batch_size=5, max_new_tokens=4)
-    single = [
-        generate_answers(model, tok, [e], seq2seq=seq2seq, batch_size=1, max_new_tokens=4)[0] for e in enc
-    ]
+    single = [generate_answers(model, tok, [e], seq2seq=seq2seq, batch_size=1, max_new_tokens=4)[0] for e in enc]
     assert batched == single
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from olora.config import DataConfig
 from olora.errors import OloraError
 from olora.tasks import Example, Task, build_prompt, load_benchmark_task, load_tasks, subsample_per_class
 
@@ -22,9 +23,7 @@ def test_prompt_matches_official_example():
 
 
 def test_prompt_prefix_is_optional_and_copa_has_no_options():
-    assert build_prompt(AGNEWS, "x", add_task_name=False, add_dataset_name=False).startswith(
-        "What is the topic"
-    )
+    assert build_prompt(AGNEWS, "x", add_task_name=False, add_dataset_name=False).startswith("What is the topic")
     copa = Task("COPA", "COPA", ["A", "B"])
     assert build_prompt(copa, "Q?\nA: a\nB: b") == "Task:COPA\nDataset:COPA\nQ?\nA: a\nB: b\nAnswer:"
 
@@ -76,7 +75,7 @@ def test_missing_folder_file_and_unknown_task(tmp_path):
     with pytest.raises(OloraError, match="train.json' is missing"):
         load_benchmark_task(tmp_path, "agnews")
     with pytest.raises(OloraError, match="not a built-in task.*did you mean 'newsdesk'"):
-        load_tasks(["newsdsk"], None, None, None, 0)
+        load_tasks(["newsdsk"], DataConfig(), 0)
 
 
 def test_no_gold_label_examples_are_dropped(tmp_path, caplog):
@@ -98,7 +97,7 @@ def test_subsample_per_class_is_seeded_and_balanced():
 
 
 def test_real_benchmark_tasks(data_dir):
-    tasks = load_tasks(["agnews", "MNLI"], str(data_dir), 3, 2, seed=0)
+    tasks = load_tasks(["agnews", "MNLI"], DataConfig(dir=str(data_dir), train_per_class=3, test_per_class=2), seed=0)
     agnews, mnli = tasks
     assert agnews.labels == ["World", "Sports", "Business", "Science or Technology"]
     assert Counter(e.label for e in agnews.train) == {label: 3 for label in agnews.labels}

@@ -162,6 +162,15 @@ def l2_norm(model: torch.nn.Module, name: str) -> torch.Tensor:
 
 
 @torch.no_grad()
+def copy_adapter_weights(model: torch.nn.Module, source: str, target: str) -> None:
+    """target's A and B := source's (LwF keeps the pre-task adapter as a frozen teacher)."""
+    for layer in lora_layers(model):
+        if source in layer.lora_A and target in layer.lora_A:
+            layer.lora_A[target].weight.copy_(layer.lora_A[source].weight)
+            layer.lora_B[target].weight.copy_(layer.lora_B[source].weight)
+
+
+@torch.no_grad()
 def concat_adapters(model: PeftModel, names: list[str], new_name: str) -> LoraConfig:
     """Add adapter ``new_name`` equal to the sum of ``names``: rank Σr_i, A stacked by rows,
     B stacked by columns with each task's scaling folded in (alpha = rank, so s = 1).

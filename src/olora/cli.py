@@ -72,9 +72,65 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     print()
     print(side_by_side(all_results))
     for res in all_results:
-        print(
-            f"{res['method']}: {Path(res['config']['output_dir']) / 'results.json'} ({res['wall_s']:.0f} s)"
-        )
+        print(f"{res['method']}: {Path(res['config']['output_dir']) / 'results.json'} ({res['wall_s']:.0f} s)")
+    return 0
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    import shlex
+
+    from olora.bench import run_grid, write_tables
+
+    path, overrides = _split_config_args(ns.args)
+    out = Path(ns.out)
+    results = run_grid(path, overrides, ns.benchmark, ns.orders, ns.methods, ns.seeds, out)
+    command = "olora " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if ns.command_text is None else ns.command_text
+    text = write_tables(results, out, command)
+    print(text)
+    if ns.results_md:
+        header = "# Results\n\nProduced by `olora bench` (not typed by hand).\n\n"
+        Path(ns.results_md).write_text(header + text, encoding="utf-8")
+        print(f"written: {ns.results_md}")
+    return 0
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    from olora.report import build_report
+
+    runs = [Path(r) for r in ns.runs]
+    out = Path(ns.output) if ns.output else runs[0] / "report"
+    html_path, md_path = build_report(runs, out)
+    print(f"report: {html_path}\nmarkdown: {md_path}")
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from olora.export import export_run
+
+    out = export_run(Path(ns.run), ns.format, Path(ns.output))
+    print(f"exported ({ns.format}): {out}")
+    return 0
+
+
+def cmd_predict(ns: argparse.Namespace) -> int:
+    import json
+
+    from olora.predict import predict, read_inputs
+
+    if (ns.text is None) == (ns.file is None):
+        raise OloraError("olora predict needs exactly one of --text or --file")
+    texts = [ns.text] if ns.text is not None else read_inputs(Path(ns.file))
+    preds = predict(Path(ns.path), ns.task, texts, batch_size=ns.batch_size, progress=ns.file is not None)
+    rows = [json.dumps({"input": t, "prediction": p}, ensure_ascii=False) for t, p in zip(texts, preds, strict=True)]
+    if ns.output:
+        from olora.io import atomic_write_text
+
+        atomic_write_text(Path(ns.output), "".join(r + "\n" for r in rows))
+        print(f"predictions: {ns.output}")
+    elif ns.text is not None:
+        print(preds[0])
+    else:
+        print("\n".join(rows))
     return 0
 
 
@@ -112,6 +168,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="parent folder of the two runs")
     p.add_argument("--force", action="store_true", help="continue run dirs made with another config")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="methods x orders x seeds, one comparison table")
+    p.add_argument("args", nargs="*", help="optional config file, then key=value overrides for every run")
+    p.add_argument("--benchmark", default="proxy", help="standard, long or proxy (configs/benchmarks.yaml)")
+    p.add_argument("--orders", nargs="+", default=["1"], help="orders of the benchmark")
+    p.add_argument("--methods", nargs="+", default=["seqlora", "inclora", "olora", "mtl"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[42])
+    p.add_argument("--out", default="runs/bench", help="parent folder of the grid's runs")
+    p.add_argument("--results-md", default=None, help="also write the table to this Markdown file")
+    p.add_argument("--command-text", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="HTML + Markdown report with plots of one or more runs")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("-o", "--output", default=None, help="report folder (default: RUN_DIR/report)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="one PEFT adapter (sum of the task adapters) or a merged checkpoint")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--format", choices=["adapter", "merged"], default="adapter")
+    p.add_argument("-o", "--output", required=True, help="folder to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="answers for new inputs, with the run's prompts")
+    p.add_argument("path", help="run folder or export folder")
+    p.add_argument("--task", required=True, help="task whose prompt to use")
+    p.add_argument("--text", default=None, help="one input text")
+    p.add_argument("--file", default=None, help="JSONL file of {input: ...}")
+    p.add_argument("-o", "--output", default=None, help="write JSONL predictions here")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("show", help="print the matrices and AA/BWT of finished runs")
     p.add_argument("runs", nargs="+", help="run folders")

@@ -18,8 +18,6 @@ import yaml
 
 from olora.errors import OloraError
 
-METHODS = ("olora", "inclora", "seqlora")
-
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
@@ -52,6 +50,15 @@ class OLoRAConfig:
 
 
 @dataclass
+class BaselineConfig:
+    replay_ratio: float = _f(0.2, "replay: past examples mixed in, as a fraction of the current task's size.")
+    ewc_lambda: float = _f(1000.0, "ewc: weight of ½·Σ F·(θ − θ*)².")
+    ewc_batches: int = _f(16, "ewc: batches used to estimate each task's diagonal Fisher.")
+    lwf_lambda: float = _f(1.0, "lwf: weight of the distillation term.")
+    lwf_temperature: float = _f(2.0, "lwf: softmax temperature of the distillation term.")
+
+
+@dataclass
 class DataConfig:
     dir: str | None = _f(
         None, "CL_Benchmark folder (<group>/<task>/{train,test,labels}.json); null = built-in demo tasks."
@@ -61,6 +68,15 @@ class DataConfig:
     add_task_name: bool = _f(True, "Prefix prompts with 'Task:<type>' (official protocol).")
     add_dataset_name: bool = _f(True, "Prefix prompts with 'Dataset:<name>' (official protocol).")
     max_source_length: int = _f(512, "Prompt length limit in tokens; only the input text is cut.")
+    carve_missing: bool = _f(
+        False,
+        "If a task lacks train.json (or test.json), carve it from the other split: stratified, seeded, "
+        "disjoint halves, labelled as not the paper's split. The proxy benchmark turns this on.",
+    )
+    eval_split: Literal["test", "validation"] = _f(
+        "test", "Evaluate on test (reported numbers) or on a validation split carved from train (tuning)."
+    )
+    validation_per_class: int = _f(20, "Examples per label held out of train when eval_split=validation.")
 
 
 @dataclass
@@ -72,7 +88,11 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 disables clipping.")
     max_steps: int | None = _f(None, "Cap on optimizer steps per task (for smoke tests).")
+    task_epochs: dict[str, int] = _f({}, "Per-task epochs overrides, e.g. {MNLI: 2} (order 6 uses it).")
     log_every: int = _f(10, "Write training metrics every N optimizer steps.")
+    checkpoint_every: int = _f(
+        50, "Save a resumable checkpoint every N optimizer steps (and at each task's end); 0 = end only."
+    )
 
 
 @dataclass
@@ -83,25 +103,33 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    model: str = _f(
-        "smollm2", "'smollm2' (embedded default), a local checkpoint folder, or a Hugging Face hub id."
-    )
-    method: Literal["olora", "inclora", "seqlora"] = _f(
+    model: str = _f("smollm2", "'smollm2' (embedded default), a local checkpoint folder, or a Hugging Face hub id.")
+    method: Literal["olora", "inclora", "seqlora", "seqft", "replay", "ewc", "lwf", "mtl", "pertask"] = _f(
         "olora",
         "olora = new adapter per task + orthogonality; inclora = same without the penalty; "
-        "seqlora = one adapter trained on every task in turn.",
+        "seqlora = one adapter trained on every task in turn; seqft = full fine-tuning in turn; "
+        "replay/ewc/lwf = seqlora + rehearsal / EWC / distillation; mtl = all tasks at once; "
+        "pertask = one adapter per task, chosen by task id at inference (see olora.methods).",
     )
     tasks: list[str] = _f(
         ["sentiment", "newsdesk", "helpline"], "Task names in training order (data.dir tasks or built-in)."
     )
+    benchmark: str | None = _f(
+        None, "A benchmark of configs/benchmarks.yaml (standard, long, proxy); with order=, sets tasks."
+    )
+    order: str | None = _f(None, "The benchmark's order (standard/proxy: 1-3, long: 4-6).")
     seed: int = _f(42, "Seed for data sampling, adapter initialisation and dropout.")
     dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "Model weights dtype.")
     output_dir: str = _f("runs/latest", "Where the run writes config, adapters, predictions, results.")
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     olora: OLoRAConfig = field(default_factory=OLoRAConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def epochs_for(self, task: str) -> int:
+        return self.train.task_epochs.get(task, self.train.epochs)
 
     def lambdas_for(self, task: str) -> tuple[float, float]:
         """(λ1, λ2) for ``task``: the per-task override if any, else the global values."""
@@ -129,11 +157,20 @@ def _validate(cfg: RunConfig) -> list[str]:
     for task, lams in cfg.olora.task_lambdas.items():
         ok = len(lams) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in lams)
         need(ok, f"olora.task_lambdas.{task}", lams, "must be [lambda_orth, lambda_l2], both >= 0")
+    b = cfg.baselines
+    need(0 <= b.replay_ratio <= 10, "baselines.replay_ratio", b.replay_ratio, "must be in [0, 10]")
+    need(b.ewc_lambda >= 0, "baselines.ewc_lambda", b.ewc_lambda, "must be >= 0")
+    need(b.ewc_batches > 0, "baselines.ewc_batches", b.ewc_batches, "must be >= 1")
+    need(b.lwf_lambda >= 0, "baselines.lwf_lambda", b.lwf_lambda, "must be >= 0")
+    need(b.lwf_temperature > 0, "baselines.lwf_temperature", b.lwf_temperature, "must be > 0")
     for key in ("train_per_class", "test_per_class"):
         value = getattr(cfg.data, key)
         need(value is None or value > 0, f"data.{key}", value, "must be a positive integer or null")
     need(cfg.data.max_source_length >= 16, "data.max_source_length", cfg.data.max_source_length, ">= 16")
     need(cfg.train.epochs > 0, "train.epochs", cfg.train.epochs, "must be >= 1")
+    for task, epochs in cfg.train.task_epochs.items():
+        need(epochs > 0, f"train.task_epochs.{task}", epochs, "must be >= 1")
+    need(cfg.data.validation_per_class > 0, "data.validation_per_class", cfg.data.validation_per_class, ">= 1")
     need(cfg.train.batch_size > 0, "train.batch_size", cfg.train.batch_size, "must be >= 1")
     need(cfg.train.grad_accum > 0, "train.grad_accum", cfg.train.grad_accum, "must be >= 1")
     need(cfg.train.lr > 0, "train.lr", cfg.train.lr, "must be > 0")
@@ -146,6 +183,7 @@ def _validate(cfg: RunConfig) -> list[str]:
         "must be >= 1 or null",
     )
     need(cfg.train.log_every > 0, "train.log_every", cfg.train.log_every, "must be >= 1")
+    need(cfg.train.checkpoint_every >= 0, "train.checkpoint_every", cfg.train.checkpoint_every, "must be >= 0")
     need(cfg.eval.batch_size > 0, "eval.batch_size", cfg.eval.batch_size, "must be >= 1")
     need(
         cfg.eval.max_new_tokens is None or cfg.eval.max_new_tokens > 0,
@@ -283,11 +321,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _set_path(tree, keys, value)
     errors: list[str] = []
     cfg = _build(RunConfig, tree, "", errors)
+    if not errors and (cfg.benchmark is not None or cfg.order is not None):
+        _apply_benchmark(cfg, explicit_tasks="tasks" in tree)
     if not errors:
         errors = _validate(cfg)
     if errors:
         raise OloraError("; ".join(errors))
     return cfg
+
+
+def _apply_benchmark(cfg: RunConfig, explicit_tasks: bool) -> None:
+    """benchmark= + order= set the task sequence and the benchmark's per-task settings; values the
+    user gave (olora.task_lambdas, train.task_epochs) win over the benchmark's."""
+    from olora.benchmarks import get_benchmark
+
+    if cfg.benchmark is None or cfg.order is None:
+        raise OloraError("benchmark= and order= go together, e.g. benchmark=standard order=1")
+    if explicit_tasks:
+        raise OloraError("give either tasks=[...] or benchmark= with order=, not both")
+    bench = get_benchmark(cfg.benchmark)
+    cfg.tasks = bench.order(cfg.order)
+    cfg.olora.task_lambdas = {**bench.task_lambdas, **cfg.olora.task_lambdas}
+    cfg.train.task_epochs = {**bench.task_epochs, **cfg.train.task_epochs}
+    cfg.data.carve_missing = cfg.data.carve_missing or bench.carve_missing
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

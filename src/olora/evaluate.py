@@ -12,6 +12,7 @@ import string
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from olora.encoding import Encoded, collate_prompts
@@ -43,6 +44,7 @@ def generate_answers(
     batch_size: int,
     max_new_tokens: int,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> list[str]:
     """Greedy answers for each encoded prompt, in the input order."""
     config = GenerationConfig(
@@ -58,7 +60,8 @@ def generate_answers(
     answers: list[str] = [""] * len(examples)
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc="predict", disable=not progress):
         idx = order[start : start + batch_size]
         batch = collate_prompts([examples[i] for i in idx], tokenizer.pad_token_id, seq2seq)
         batch = {k: v.to(device) for k, v in batch.items()}

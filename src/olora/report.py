@@ -1,6 +1,15 @@
-"""Plain-text views of a run's accuracy matrix, for the terminal."""
+"""Views of finished runs: plain text for the terminal, and an HTML + Markdown report with figures."""
 
 from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import yaml
+
+from olora.errors import OloraError
 
 
 def _fmt(x: float | None, width: int = 7) -> str:
@@ -35,3 +44,139 @@ def side_by_side(runs: list[dict]) -> str:
     header = f"{'method':<10}{'AA':>8}{'BWT':>8}{'forget':>8}"
     rows = [f"{r['method']:<10}{_fmt(r['aa'], 8)}{_fmt(r['bwt'], 8)}{_fmt(r['forgetting'], 8)}" for r in runs]
     return "\n\n".join(blocks) + "\n\n" + "\n".join([header, *rows])
+
+
+# ----------------------------------------------------------------------------- HTML / Markdown report
+
+
+def load_run(run_dir: Path) -> dict:
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise OloraError(f"{str(path)!r} does not exist: is {str(run_dir)!r} a finished olora run?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise OloraError(f"{str(path)!r} is not valid JSON ({exc.msg}): re-run the command to rebuild it") from None
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
+
+
+def _summary_table(runs: list[dict]) -> list[list[str]]:
+    head = ["run", "method", "model", "tasks", "AA", "BWT", "forgetting", "wall (s)"]
+    rows = [
+        [
+            str(i + 1),
+            r["method"],
+            r["model"],
+            str(len(r["tasks"])),
+            _num(r["aa"]),
+            _num(r["bwt"]),
+            _num(r["forgetting"]),
+            f"{r['wall_s']:.0f}",
+        ]
+        for i, r in enumerate(runs)
+    ]
+    return [head, *rows]
+
+
+def _md_table(rows: list[list[str]]) -> str:
+    return "\n".join(
+        [
+            "| " + " | ".join(rows[0]) + " |",
+            "|" + "---|" * len(rows[0]),
+            *("| " + " | ".join(r) + " |" for r in rows[1:]),
+        ]
+    )
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _timing_rows(res: dict) -> list[list[str]]:
+    names = res["tasks"] if len(res["timings"]) == len(res["tasks"]) else ["all"]
+    return [
+        ["task", "train (s)", "eval (s)", "steps"],
+        *(
+            [n, f"{t['train_s']:.1f}", f"{t['eval_s']:.1f}", str(t["steps"])]
+            for n, t in zip(names, res["timings"], strict=True)
+        ),
+    ]
+
+
+def build_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
+    """Write ``out/report.html`` (self-contained) and ``out/report.md`` (+ PNGs) for the runs."""
+    from olora.plots import accuracy_curves, accuracy_heatmap, loss_curves, read_train_logs, subspace_heatmap
+
+    runs = [load_run(d) for d in run_dirs]
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[tuple[str, str]] = []  # (caption, file name)
+    if len(runs) > 1:
+        accuracy_curves(runs, out / "compare_curves.png")
+        figures.append(("Mean accuracy on seen tasks after each task, all runs", "compare_curves.png"))
+    for k, (res, run_dir) in enumerate(zip(runs, run_dirs, strict=True), start=1):
+        prefix = f"run{k}_" if len(runs) > 1 else ""
+        accuracy_heatmap(res, out / f"{prefix}heatmap.png")
+        figures.append((f"Run {k} ({res['method']}): accuracy matrix", f"{prefix}heatmap.png"))
+        accuracy_curves([res], out / f"{prefix}curves.png")
+        figures.append((f"Run {k} ({res['method']}): each task's accuracy along the sequence", f"{prefix}curves.png"))
+        if loss_curves(read_train_logs(Path(run_dir)), out / f"{prefix}losses.png"):
+            figures.append((f"Run {k} ({res['method']}): training loss terms per task", f"{prefix}losses.png"))
+        for side in ("input", "output"):
+            if res.get("subspace", {}).get(side, {}).get("layers"):
+                subspace_heatmap(res["subspace"], side, out / f"{prefix}subspace_{side}.png")
+                figures.append(
+                    (
+                        f"Run {k} ({res['method']}): mean subspace overlap between task adapters, {side} side",
+                        f"{prefix}subspace_{side}.png",
+                    )
+                )
+
+    summary = _summary_table(runs)
+    md = ["# olora report", "", _md_table(summary), ""]
+    for k, res in enumerate(runs, start=1):
+        md += [
+            f"## Run {k}: {res['method']} on {res['model']}",
+            "",
+            "```",
+            format_matrix(res["tasks"], res["matrix"]),
+            "```",
+            "",
+            _md_table(_timing_rows(res)),
+            "",
+        ]
+    md += [f"![{cap}]({name})\n" for cap, name in figures]
+    md_path = out / "report.md"
+    md_path.write_text("\n".join(md), encoding="utf-8")
+
+    parts = [f"<h1>olora report</h1>{_html_table(summary)}"]
+    for k, (res, run_dir) in enumerate(zip(runs, run_dirs, strict=True), start=1):
+        parts.append(
+            f"<h2>Run {k}: {html.escape(res['method'])} on {html.escape(res['model'])}</h2>"
+            f"<p>{html.escape(str(run_dir))} — seed {res['seed']}, {res['architecture']}, {res['device']}</p>"
+            f"<pre>{html.escape(format_matrix(res['tasks'], res['matrix']))}\n{html.escape(format_summary(res))}</pre>"
+            f"{_html_table(_timing_rows(res))}"
+            f"<details><summary>config and versions</summary><pre>"
+            f"{html.escape(yaml.safe_dump(res['config'], sort_keys=False))}\n"
+            f"{html.escape(json.dumps(res['versions'], indent=1))}</pre></details>"
+        )
+    for caption, name in figures:
+        data = base64.b64encode((out / name).read_bytes()).decode("ascii")
+        parts.append(
+            f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>olora report</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "img{max-width:100%}figure{margin:1.5em 0}pre{background:#f6f6f6;padding:8px;overflow:auto}"
+        "</style></head><body>" + "".join(parts) + "</body></html>"
+    )
+    html_path = out / "report.html"
+    html_path.write_text(page, encoding="utf-8")
+    return html_path, md_path

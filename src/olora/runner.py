@@ -5,41 +5,57 @@ Output layout (``cfg.output_dir`` = OUT)::
     OUT/config.yaml                       resolved config
     OUT/progress.json                     status (running|failed|complete) and rows so far
     OUT/results.json                      written once, when the whole sequence is done
-    OUT/tasks/<i>-<name>/adapter/         task i's adapter, standard PEFT format
-    OUT/tasks/<i>-<name>/predictions.jsonl  every seen task's predictions after task i
-    OUT/tasks/<i>-<name>/train_log.jsonl  nll / orth / l2 / loss every train.log_every steps
-    OUT/tasks/<i>-<name>/task.json        task definition, accuracy row, timings; written last,
-                                          so its presence means the task is complete
+    OUT/tasks/<i>-<name>/adapter/         task i's adapter, standard PEFT format (seqft: model/)
+    OUT/tasks/<i>-<name>/predictions.jsonl  every evaluated example after task i
+    OUT/tasks/<i>-<name>/train_log.jsonl  nll, penalties and loss every train.log_every steps
+    OUT/tasks/<i>-<name>/task.json        task definition, accuracy row, timings
+    OUT/tasks/<i>-<name>/manifest.json    sha256 of the files above; written last, so a task is
+                                          complete exactly when its manifest exists and verifies
+    OUT/tasks/<i>-<name>/checkpoint/      step checkpoint while the task trains (removed after)
 
-Re-running the same config on the same OUT skips the completed tasks (their adapters are reloaded).
+Re-running the same config on the same OUT resumes: complete tasks are reloaded, an interrupted
+task continues from its last step checkpoint, and a damaged artefact is named and recomputed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
 from olora import __version__
-from olora.adapters import OrthogonalityPenalty, activate, adapter_name, add_adapter, peft_lora_config
-from olora.artifacts import load_adapter_weights, read_json, save_adapter
+from olora.adapters import (
+    OrthogonalityPenalty,
+    activate,
+    add_adapter,
+    copy_adapter_weights,
+    l2_norm,
+    peft_lora_config,
+)
+from olora.artifacts import load_adapter_weights, save_adapter
+from olora.checkpoint import MANIFEST, verify_manifest, write_manifest
 from olora.config import RunConfig, config_to_dict, save_config
-from olora.encoding import PromptEncoder
+from olora.encoding import Encoded, PromptEncoder
 from olora.errors import OloraError
 from olora.evaluate import evaluate_task
+from olora.faults import crash_point
 from olora.io import atomic_write_json, atomic_write_jsonl
+from olora.methods import METHODS, EWCPenalty, LwFTeacher, Method, replay_sample
 from olora.metrics import summarize
 from olora.models import is_seq2seq, load_model
 from olora.tasks import Task, load_tasks
-from olora.train import train_task
+from olora.train import answer_nll, train_task
 
 log = logging.getLogger(__name__)
-SEQ_ADAPTER = "seq"
+TEACHER = "lwf_teacher"
 
 
 def versions() -> dict[str, str]:
@@ -60,12 +76,7 @@ def versions() -> dict[str, str]:
 def _flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
-        if (
-            isinstance(value, dict)
-            and value
-            and all(isinstance(k, str) for k in value)
-            and key != "task_lambdas"
-        ):
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and key != "task_lambdas":
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
@@ -96,159 +107,347 @@ def prepare_output_dir(out: Path, cfg: RunConfig, force: bool) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise OloraError(
-            f"output_dir {str(out)!r} is not writable ({exc.strerror}): choose another"
-        ) from None
+        raise OloraError(f"output_dir {str(out)!r} is not writable ({exc.strerror}): choose another") from None
     save_config(cfg, saved)
 
 
-def _task_dir(out: Path, index: int, task: Task) -> Path:
-    return out / "tasks" / f"{index}-{task.name}"
+@dataclass
+class Stage:
+    """One training stage: normally one task; for ``mtl`` one stage holds every task."""
+
+    index: int
+    label: str
+    train_tasks: list[Task]
+    eval_tasks: list[Task]
 
 
-def run(cfg: RunConfig, force: bool = False) -> dict:
-    """Train and evaluate ``cfg.tasks`` in order with ``cfg.method``; return the results dict."""
-    started = time.perf_counter()
+@dataclass
+class Session:
+    cfg: RunConfig
+    method: Method
+    out: Path
+    tasks: list[Task]
+    model: torch.nn.Module
+    tokenizer: object
+    seq2seq: bool
+    train_sets: dict[str, list[Encoded]]
+    test_sets: dict[str, list[Encoded]]
+    accelerator: Accelerator
+    base_path: str
+    names: list[str] = field(default_factory=list)  # adapters created so far, in task order
+    ewc: EWCPenalty | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def stages_for(method: Method, tasks: list[Task]) -> list[Stage]:
+    if method.joint:
+        return [Stage(0, "all", tasks, tasks)]
+    return [Stage(i, t.name, [t], tasks[: i + 1]) for i, t in enumerate(tasks)]
+
+
+def completed_stage(stage_dir: Path) -> dict | None:
+    """The stage's task.json if its manifest exists and every file matches; damaged files are named."""
+    if not (stage_dir / MANIFEST).is_file():
+        return None
+    bad = verify_manifest(stage_dir)
+    if bad:
+        log.warning("%s: %s damaged or missing; recomputing this task", stage_dir, ", ".join(bad))
+        (stage_dir / MANIFEST).unlink(missing_ok=True)
+        return None
+    return json.loads((stage_dir / "task.json").read_text(encoding="utf-8"))
+
+
+def _ensure_adapter(s: Session, name: str, index: int) -> None:
+    if name in s.names:
+        return
+    torch.manual_seed(s.cfg.seed + index)  # the adapter's init depends on seed and index only
+    lora = peft_lora_config(s.cfg.lora, s.model, s.seq2seq)
+    lora.base_model_name_or_path = s.base_path
+    s.model = add_adapter(s.model, name, lora)
+    s.names.append(name)
+
+
+def _set_trainable(s: Session, name: str | None) -> None:
+    if s.method.full_finetune:
+        s.model.requires_grad_(True)
+    elif s.method.keep_past_active:
+        activate(s.model, s.names, trainable=name)
+    else:
+        activate(s.model, [name], trainable=name)
+
+
+def _freeze_for_eval(s: Session, eval_adapter: str | None) -> None:
+    """Nothing trains; active = the routed adapter (pertask), all task adapters, or the one adapter."""
+    if s.method.full_finetune:
+        s.model.requires_grad_(False)
+    elif eval_adapter is not None:
+        activate(s.model, [eval_adapter], trainable=None)
+    elif s.method.keep_past_active:
+        activate(s.model, s.names, trainable=None)
+    else:
+        activate(s.model, [s.method.adapter_name(0, "")], trainable=None)
+
+
+def _penalties(s: Session, name: str | None, stage: Stage) -> tuple[dict, dict]:
+    cfg, method = s.cfg, s.method
+    weight_terms, batch_terms = {}, {}
+    if method.orthogonal:
+        lam_orth, lam_l2 = cfg.lambdas_for(stage.label)
+        past = s.names[: s.names.index(name)]
+        if past:
+            weight_terms["orth"] = (lam_orth, OrthogonalityPenalty(s.model, past, name, cfg.olora.orth))
+        weight_terms["l2"] = (lam_l2, lambda: l2_norm(s.model, name))
+    if method.ewc and s.ewc is not None:
+        s.ewc.bind(s.model)
+        weight_terms["ewc"] = (cfg.baselines.ewc_lambda, s.ewc)
+    if method.lwf and stage.index > 0:
+        _ensure_adapter(s, TEACHER, -1)
+        copy_adapter_weights(s.model, name, TEACHER)
+        activate(s.model, [name], trainable=name)
+        teacher = LwFTeacher(s.model, TEACHER, name, s.seq2seq, cfg.baselines.lwf_temperature)
+        batch_terms["lwf"] = (cfg.baselines.lwf_lambda, teacher)
+    return weight_terms, batch_terms
+
+
+def _training_data(s: Session, stage: Stage) -> list[Encoded]:
+    data = [ex for t in stage.train_tasks for ex in s.train_sets[t.name]]
+    if s.method.replay and stage.index > 0:
+        past = [s.train_sets[t.name] for t in s.tasks[: stage.index]]
+        data = data + replay_sample(past, len(data), s.cfg.baselines.replay_ratio, s.cfg.seed * 7919 + stage.index)
+    return data
+
+
+def _evaluate(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list[float], list[dict]]:
+    row, rows = [], []
+    for j, task in enumerate(stage.eval_tasks):
+        if s.method.task_routing and j < stage.index:
+            row.append(matrix[j][j])  # adapter j has not changed since task j
+            continue
+        crash_point("eval_task")
+        eval_adapter = s.method.adapter_name(j, task.name) if s.method.task_routing else None
+        _freeze_for_eval(s, eval_adapter)
+        result = evaluate_task(
+            s.model,
+            s.tokenizer,
+            s.test_sets[task.name],
+            [e.label for e in task.test],
+            task.labels,
+            seq2seq=s.seq2seq,
+            batch_size=s.cfg.eval.batch_size,
+            max_new_tokens=s.cfg.eval.max_new_tokens,
+            device=s.accelerator.device,
+        )
+        row.append(round(result.accuracy, 4))
+        rows += [
+            {"task": task.name, "input": ex.text, "gold": ex.label, "prediction": pred}
+            for ex, pred in zip(task.test, result.predictions, strict=True)
+        ]
+    return row, rows
+
+
+def _save_stage(
+    s: Session, stage: Stage, stage_dir: Path, name: str | None, record: dict, predictions: list[dict]
+) -> None:
+    files = ["task.json", "predictions.jsonl"]
+    try:
+        if name is not None:
+            save_adapter(s.model, name, stage_dir / "adapter")
+            files += ["adapter/adapter_model.safetensors", "adapter/adapter_config.json"]
+        else:
+            shutil.rmtree(stage_dir / "model", ignore_errors=True)
+            s.model.save_pretrained(stage_dir / "model")
+            files += [str(p.relative_to(stage_dir)) for p in sorted((stage_dir / "model").iterdir())]
+        crash_point("save_task")
+        if s.ewc is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in s.ewc.state_dict().items()}, str(stage_dir / "ewc.safetensors"))
+            files.append("ewc.safetensors")
+        if (stage_dir / "train_log.jsonl").is_file():
+            files.append("train_log.jsonl")
+        atomic_write_jsonl(stage_dir / "predictions.jsonl", predictions)
+        atomic_write_json(stage_dir / "task.json", record)
+        write_manifest(stage_dir, files)
+    except OSError as exc:
+        raise OloraError(
+            f"could not save task {stage.label!r} in {str(stage_dir)!r} ({exc.strerror or exc}): free disk "
+            "space and re-run the same command to resume"
+        ) from None
+    shutil.rmtree(stage_dir / "checkpoint", ignore_errors=True)
+
+
+def _restore_stage(s: Session, stage_dir: Path, name: str | None) -> None:
+    if name is not None:
+        load_adapter_weights(s.model, name, stage_dir / "adapter")
+    else:
+        from safetensors.torch import load_file
+
+        state = {}
+        for f in sorted((stage_dir / "model").glob("*.safetensors")):
+            state.update(load_file(str(f)))
+        s.model.load_state_dict(state, strict=False)
+    if s.ewc is not None:
+        from safetensors.torch import load_file
+
+        s.ewc.load_state_dict(load_file(str(stage_dir / "ewc.safetensors")))
+
+
+def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list[float], dict, bool]:
+    """Train one stage and evaluate; or reload it if already complete. Returns (row, timing, reused)."""
+    stage_dir = s.out / "tasks" / f"{stage.index}-{stage.label}"
+    name = s.method.adapter_name(stage.index, stage.label)
+    if name is not None:
+        _ensure_adapter(s, name, stage.index)
+    done = completed_stage(stage_dir)
+    if done is not None:
+        log.info("task %d (%s) already complete in %s: reusing it", stage.index, stage.label, stage_dir)
+        _restore_stage(s, stage_dir, name)
+        return done["row"], done["timings"], True
+
+    _set_trainable(s, name)
+    weight_terms, batch_terms = _penalties(s, name, stage)
+    data = _training_data(s, stage)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    training = train_task(
+        s.model,
+        data,
+        s.cfg.train,
+        seq2seq=s.seq2seq,
+        pad_id=s.tokenizer.pad_token_id,
+        seed=s.cfg.seed * 1000 + stage.index,
+        accelerator=s.accelerator,
+        penalties=weight_terms,
+        batch_penalties=batch_terms,
+        log_path=stage_dir / "train_log.jsonl",
+        checkpoint_dir=stage_dir / "checkpoint" if s.main else None,
+        desc=f"task {stage.index + 1}/{len(s.tasks)} {stage.label} [{s.cfg.method}]",
+    )
+    if s.ewc is not None:
+        s.ewc.consolidate(
+            s.model,
+            s.train_sets[stage.label],
+            seq2seq=s.seq2seq,
+            pad_id=s.tokenizer.pad_token_id,
+            nll=lambda m, b: answer_nll(m, b, s.seq2seq),
+            max_batches=s.cfg.baselines.ewc_batches,
+        )
+    eval_start = time.perf_counter()
+    row, predictions = _evaluate(s, stage, matrix)
+    timing = {
+        "train_s": round(training.wall_s, 3),
+        "eval_s": round(time.perf_counter() - eval_start, 3),
+        "steps": training.steps,
+        "n_train": len(data),
+    }
+    scores = ", ".join(f"{t.name} {a:.1f}" for t, a in zip(stage.eval_tasks, row, strict=True))
+    log.info("after %s: %s", stage.label, scores)
+    if s.main:
+        lam = dict(zip(("lambda_orth", "lambda_l2"), s.cfg.lambdas_for(stage.label), strict=True))
+        record = {
+            "name": stage.label,
+            "index": stage.index,
+            "adapter_name": name,
+            "row": row,
+            "timings": timing,
+            "tasks": [t.to_dict() for t in stage.train_tasks],
+            "final_loss": training.last_loss,
+            "n_test": sum(len(t.test) for t in stage.eval_tasks),
+            "n_truncated": sum(
+                e.truncated for t in stage.train_tasks for e in s.train_sets[t.name] + s.test_sets[t.name]
+            ),
+            **(lam if s.method.orthogonal else {}),
+        }
+        _save_stage(s, stage, stage_dir, name, record, predictions)
+    return row, timing, False
+
+
+def _prepare(cfg: RunConfig, force: bool) -> Session:
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise OloraError(f"output_dir {str(out)!r} is a file: choose a folder path")
-    tasks = load_tasks(cfg.tasks, cfg.data.dir, cfg.data.train_per_class, cfg.data.test_per_class, cfg.seed)
+    tasks = load_tasks(cfg.tasks, cfg.data, cfg.seed)
     model, tokenizer = load_model(cfg.model, cfg.dtype)
     seq2seq = is_seq2seq(model)
     encoder = PromptEncoder(
         tokenizer, seq2seq, cfg.data.max_source_length, cfg.data.add_task_name, cfg.data.add_dataset_name
     )
-    train_sets = {t.name: encoder.encode(t, t.train) for t in tasks}
-    test_sets = {t.name: encoder.encode(t, t.test) for t in tasks}
-
     accelerator = Accelerator()
-    main = accelerator.is_main_process
-    if main:
+    if accelerator.is_main_process:
         prepare_output_dir(out, cfg, force)
+    model.requires_grad_(False)
     model.to(accelerator.device)
-    model_path = model.name_or_path
-    names: list[str] = []
+    method = METHODS[cfg.method]
+    return Session(
+        cfg=cfg,
+        method=method,
+        out=out,
+        tasks=tasks,
+        model=model,
+        tokenizer=tokenizer,
+        seq2seq=seq2seq,
+        train_sets={t.name: encoder.encode(t, t.train) for t in tasks},
+        test_sets={t.name: encoder.encode(t, t.test) for t in tasks},
+        accelerator=accelerator,
+        base_path=model.name_or_path,
+        ewc=EWCPenalty() if method.ewc else None,
+    )
+
+
+def run(cfg: RunConfig, force: bool = False) -> dict:
+    """Train and evaluate ``cfg.tasks`` in order with ``cfg.method``; return the results dict."""
+    started = time.perf_counter()
+    s = _prepare(cfg, force)
     matrix: list[list[float]] = []
     timings: list[dict] = []
-    progress = {"status": "running", "tasks": [t.name for t in tasks], "matrix": matrix}
+    progress = {"status": "running", "tasks": [t.name for t in s.tasks], "matrix": matrix}
+    recompute = False
     try:
-        for i, task in enumerate(tasks):
-            task_dir = _task_dir(out, i, task)
-            name = SEQ_ADAPTER if cfg.method == "seqlora" else adapter_name(i, task.name)
-            if name not in names:
-                torch.manual_seed(cfg.seed + i)  # the adapter's init depends on seed and index only
-                lora = peft_lora_config(cfg.lora, model, seq2seq)
-                lora.base_model_name_or_path = model_path
-                model = add_adapter(model, name, lora)
-                names.append(name)
-            done = read_json(task_dir / "task.json")
-            if done is not None and (task_dir / "adapter").is_dir():
-                log.info("task %d (%s) already complete in %s: reusing it", i, task.name, task_dir)
-                load_adapter_weights(model, name, task_dir / "adapter")
-                matrix.append(done["row"])
-                timings.append(done["timings"])
-                continue
-
-            activate(model, names, trainable=name)
-            past = names[:-1] if cfg.method != "seqlora" else []
-            lam_orth, lam_l2 = cfg.lambdas_for(task.name) if cfg.method == "olora" else (0.0, 0.0)
-            penalty = OrthogonalityPenalty(model, past, name, cfg.olora.orth) if past and lam_orth else None
-            task_dir.mkdir(parents=True, exist_ok=True)
-            (task_dir / "train_log.jsonl").unlink(missing_ok=True)
-            training = train_task(
-                model,
-                train_sets[task.name],
-                cfg.train,
-                seq2seq=seq2seq,
-                pad_id=tokenizer.pad_token_id,
-                seed=cfg.seed * 1000 + i,
-                accelerator=accelerator,
-                penalty=penalty,
-                l2_adapter=name,
-                lambda_orth=lam_orth,
-                lambda_l2=lam_l2,
-                log_path=task_dir / "train_log.jsonl",
-                desc=f"task {i + 1}/{len(tasks)} {task.name} [{cfg.method}]",
-            )
-            activate(model, names, trainable=None)
-
-            eval_start = time.perf_counter()
-            row, rows = [], []
-            for seen in tasks[: i + 1]:
-                result = evaluate_task(
-                    model,
-                    tokenizer,
-                    test_sets[seen.name],
-                    [e.label for e in seen.test],
-                    seen.labels,
-                    seq2seq=seq2seq,
-                    batch_size=cfg.eval.batch_size,
-                    max_new_tokens=cfg.eval.max_new_tokens,
-                    device=accelerator.device,
-                )
-                row.append(round(result.accuracy, 4))
-                rows += [
-                    {"task": seen.name, "input": ex.text, "gold": ex.label, "prediction": pred}
-                    for ex, pred in zip(seen.test, result.predictions, strict=True)
-                ]
-            timing = {
-                "train_s": round(training.wall_s, 3),
-                "eval_s": round(time.perf_counter() - eval_start, 3),
-                "steps": training.steps,
-            }
+        for stage in stages_for(s.method, s.tasks):
+            stage_dir = s.out / "tasks" / f"{stage.index}-{stage.label}"
+            if recompute:  # an earlier task was (re)trained, so later saved tasks are stale
+                (stage_dir / MANIFEST).unlink(missing_ok=True)
+            row, timing, reused = run_stage(s, stage, matrix)
+            recompute = recompute or not reused
             matrix.append(row)
             timings.append(timing)
-            log.info(
-                "after %s: %s",
-                task.name,
-                ", ".join(f"{t.name} {a:.1f}" for t, a in zip(tasks, row, strict=True)),
-            )
-            if main:
-                save_adapter(model, name, task_dir / "adapter")
-                atomic_write_jsonl(task_dir / "predictions.jsonl", rows)
-                atomic_write_json(
-                    task_dir / "task.json",
-                    {
-                        **task.to_dict(),
-                        "index": i,
-                        "adapter_name": name,
-                        "row": row,
-                        "timings": timing,
-                        "lambda_orth": lam_orth,
-                        "lambda_l2": lam_l2,
-                        "final_loss": training.last_loss,
-                        "n_train": len(task.train),
-                        "n_test": len(task.test),
-                        "n_truncated": sum(e.truncated for e in train_sets[task.name] + test_sets[task.name]),
-                    },
-                )
-                atomic_write_json(out / "progress.json", progress)
+            if s.main:
+                atomic_write_json(s.out / "progress.json", progress)
     except BaseException as exc:
-        if main and out.is_dir():
+        if s.main and s.out.is_dir():
             progress.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            atomic_write_json(out / "progress.json", progress)
+            atomic_write_json(s.out / "progress.json", progress)
         raise
-
+    if s.method.joint:  # one stage evaluated on everything: every row is that row
+        matrix = [matrix[0][: i + 1] for i in range(len(s.tasks) - 1)] + [matrix[0]]
     results = {
         "status": "complete",
         "method": cfg.method,
         "model": cfg.model,
-        "model_path": model_path,
-        "architecture": "seq2seq" if seq2seq else "decoder-only",
+        "model_path": s.base_path,
+        "architecture": "seq2seq" if s.seq2seq else "decoder-only",
         "seed": cfg.seed,
-        "tasks": [t.name for t in tasks],
-        "task_types": [t.task_type for t in tasks],
+        "tasks": [t.name for t in s.tasks],
+        "task_types": [t.task_type for t in s.tasks],
+        "task_sources": [t.source for t in s.tasks],
         "matrix": matrix,
         **summarize(matrix),
         "timings": timings,
         "wall_s": round(time.perf_counter() - started, 3),
-        "device": str(accelerator.device),
-        "num_processes": accelerator.num_processes,
+        "device": str(s.accelerator.device),
+        "num_processes": s.accelerator.num_processes,
         "versions": versions(),
         "config": config_to_dict(cfg),
     }
-    if main:
+    if s.method.adapter_per_task and s.main:
+        from olora.subspace import subspace_report
+
+        dirs = [s.out / "tasks" / f"{st.index}-{st.label}" / "adapter" for st in stages_for(s.method, s.tasks)]
+        results["subspace"] = subspace_report(dirs, [t.name for t in s.tasks])
+    if s.main:
         progress["status"] = "complete"
-        atomic_write_json(out / "progress.json", progress)
-        atomic_write_json(out / "results.json", results)
+        atomic_write_json(s.out / "progress.json", progress)
+        atomic_write_json(s.out / "results.json", results)
     return results

@@ -11,13 +11,17 @@ instruction and no option line. Data is read from a CL_Benchmark folder laid out
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from olora.config import DataConfig
 from olora.errors import OloraError
 
 log = logging.getLogger(__name__)
@@ -30,18 +34,15 @@ INSTRUCTIONS = {
     "Choose one from the option.\n",
     "SC": "What is the sentiment of the following paragraph? Choose one from the option.\n",
     "TC": "What is the topic of the following paragraph? Choose one from the option.\n",
-    "BoolQA": "According to the following passage, is the question true or false? "
-    "Choose one from the option.\n",
+    "BoolQA": "According to the following passage, is the question true or false? Choose one from the option.\n",
     "MultiRC": "According to the following passage and question, is the candidate answer true or "
     "false? Choose one from the option.\n",
     "WiC": "Given a word and two sentences, whether the word is used with the same sense in both "
     "sentence? Choose one from the option.\n",
     "COPA": "",
     # Built-in demo task types (olora.demo_tasks).
-    "NEWSDESK": "Which colour code does the newsroom file the following story under? "
-    "Choose one from the option.\n",
-    "HELPLINE": "Which colour code does the helpline file the following message under? "
-    "Choose one from the option.\n",
+    "NEWSDESK": "Which colour code does the newsroom file the following story under? Choose one from the option.\n",
+    "HELPLINE": "Which colour code does the helpline file the following message under? Choose one from the option.\n",
 }
 # The "no gold label" marker of MultiNLI; such examples can never be scored, so they are dropped.
 NO_GOLD_LABELS = {"-"}
@@ -92,15 +93,11 @@ def build_prompt(task: Task, text: str, add_task_name: bool = True, add_dataset_
 
 def _read_json(path: Path) -> object:
     if not path.is_file():
-        raise OloraError(
-            f"data file {str(path)!r} is missing: check data.dir points at a CL_Benchmark folder"
-        )
+        raise OloraError(f"data file {str(path)!r} is missing: check data.dir points at a CL_Benchmark folder")
     try:
         raw = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise OloraError(
-            f"data file {str(path)!r} is not UTF-8 (byte {exc.start}): re-encode it as UTF-8"
-        ) from None
+        raise OloraError(f"data file {str(path)!r} is not UTF-8 (byte {exc.start}): re-encode it as UTF-8") from None
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -158,29 +155,68 @@ def find_task_dir(data_dir: Path, name: str) -> Path:
     if found:
         return found[0]
     known = sorted(p.name for p in data_dir.glob("*/*") if p.is_dir())
-    import difflib
 
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
     hint = f"did you mean {', '.join(close)}?" if close else f"known tasks: {', '.join(known) or 'none'}"
     raise OloraError(f"task {name!r} is not in data.dir {str(data_dir)!r}: {hint}")
 
 
-def load_benchmark_task(data_dir: Path, name: str) -> Task:
-    task_dir = find_task_dir(Path(data_dir), name)
-    labels = read_labels(task_dir / "labels.json")
-    return Task(
-        name=name,
-        task_type=task_dir.parent.name,
-        labels=labels,
-        train=read_split(task_dir / "train.json", labels),
-        test=read_split(task_dir / "test.json", labels),
-        source=str(task_dir),
+CARVE_SEED = "olora-carve"  # carved splits do not depend on the run's seed: every seed sees the same data
+
+
+def stratified_split(
+    examples: list[Example], take: Callable[[int], int], salt: str
+) -> tuple[list[Example], list[Example]]:
+    """Split per label: ``take(n)`` of a label's n examples (seeded choice) go to the second part.
+
+    Deterministic, disjoint, original order kept in both parts."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(examples):
+        by_label[ex.label].append(i)
+    rng = random.Random(f"{CARVE_SEED}:{salt}")
+    second: set[int] = set()
+    for label in sorted(by_label):
+        idx = by_label[label]
+        second.update(rng.sample(idx, take(len(idx))))
+    return (
+        [ex for i, ex in enumerate(examples) if i not in second],
+        [ex for i, ex in enumerate(examples) if i in second],
     )
 
 
-def subsample_per_class(
-    examples: list[Example], per_class: int | None, seed: int | str, what: str
-) -> list[Example]:
+def _half(n: int) -> int:
+    return n // 2
+
+
+def _at_most_half(k: int, n: int) -> int:
+    return min(k, n // 2)
+
+
+def load_benchmark_task(data_dir: Path, name: str, carve_missing: bool = False) -> Task:
+    """Read one task; with ``carve_missing``, a missing train or test split is carved from the other."""
+    task_dir = find_task_dir(Path(data_dir), name)
+    labels = read_labels(task_dir / "labels.json")
+    has_train, has_test = (task_dir / "train.json").is_file(), (task_dir / "test.json").is_file()
+    source = str(task_dir)
+    if carve_missing and has_test and not has_train:
+        train, test = stratified_split(read_split(task_dir / "test.json", labels), _half, f"{name}:test")
+        source += " (train carved from test.json: NOT the paper's split)"
+    elif carve_missing and has_train and not has_test:
+        train, test = stratified_split(read_split(task_dir / "train.json", labels), _half, f"{name}:train")
+        source += " (test carved from train.json: NOT the paper's split)"
+    else:
+        missing = [f for f, ok in (("train.json", has_train), ("test.json", has_test)) if not ok]
+        if missing:
+            raise OloraError(
+                f"data file {str(task_dir / missing[0])!r} is missing: get the full CL_Benchmark folder "
+                "(github.com/cmnfriend/O-LoRA), or set data.carve_missing=true (or benchmark=proxy) to carve "
+                "it from the other split"
+            )
+        train, test = read_split(task_dir / "train.json", labels), read_split(task_dir / "test.json", labels)
+    return Task(name=name, task_type=task_dir.parent.name, labels=labels, train=train, test=test, source=source)
+
+
+def subsample_per_class(examples: list[Example], per_class: int | None, seed: int | str, what: str) -> list[Example]:
     """At most ``per_class`` examples of each label, chosen by a seeded RNG, original order kept."""
     if per_class is None:
         return examples
@@ -201,18 +237,18 @@ def subsample_per_class(
     return [examples[i] for i in sorted(keep)]
 
 
-def load_tasks(
-    names: list[str], data_dir: str | None, train_per_class: int | None, test_per_class: int | None, seed: int
-) -> list[Task]:
-    """Load and subsample every task before any training, so bad data stops the run early."""
+def load_tasks(names: list[str], data: DataConfig, seed: int) -> list[Task]:
+    """Load and subsample every task before any training, so bad data stops the run early.
+
+    With ``data.eval_split="validation"``, ``validation_per_class`` examples per label are held out
+    of train and replace the test split, so tuning never touches test.
+    """
     from olora.demo_tasks import BUILTIN_TASKS, builtin_task
 
     tasks = []
     for name in names:
-        if data_dir is None:
+        if data.dir is None:
             if name not in BUILTIN_TASKS:
-                import difflib
-
                 close = difflib.get_close_matches(name, BUILTIN_TASKS, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
                 raise OloraError(
@@ -221,8 +257,12 @@ def load_tasks(
                 )
             task = builtin_task(name)
         else:
-            task = load_benchmark_task(Path(data_dir), name)
-        task.train = subsample_per_class(task.train, train_per_class, seed, f"data.train_per_class[{name}]")
-        task.test = subsample_per_class(task.test, test_per_class, seed, f"data.test_per_class[{name}]")
+            task = load_benchmark_task(Path(data.dir), name, data.carve_missing)
+        if data.eval_split == "validation":
+            held_out = partial(_at_most_half, data.validation_per_class)
+            task.train, task.test = stratified_split(task.train, held_out, f"{name}:validation")
+            task.source += " (evaluated on a validation split carved from train)"
+        task.train = subsample_per_class(task.train, data.train_per_class, seed, f"data.train_per_class[{name}]")
+        task.test = subsample_per_class(task.test, data.test_per_class, seed, f"data.test_per_class[{name}]")
         tasks.append(task)
     return tasks

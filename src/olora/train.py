@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from olora.adapters import OrthogonalityPenalty, l2_norm, trainable_parameters
+from olora.adapters import trainable_parameters
+from olora.checkpoint import load_step_checkpoint, save_step_checkpoint
 from olora.config import TrainConfig
 from olora.encoding import IGNORE, Encoded, collate_train
 from olora.errors import OloraError
+from olora.faults import crash_point
 
 
 class TrainingDiverged(OloraError):
@@ -45,16 +45,17 @@ def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-def answer_nll(
+def answer_logits(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], seq2seq: bool, logits_to_keep: bool
-) -> torch.Tensor:
-    """Mean cross-entropy over answer tokens.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) aligned position by position over the answer tokens; targets are -100
+    where nothing is supervised.
 
     Decoder-only batches are left-padded, so all answers sit in the last columns: the LM head is
     evaluated there only (``logits_to_keep``), which saves most of its cost for long prompts.
     """
     if seq2seq:
-        return model(**batch).loss
+        return model(**batch).logits, batch["labels"]
     labels = batch["labels"]
     supervised_cols = (labels != IGNORE).any(dim=0).nonzero()
     first = int(supervised_cols[0]) if len(supervised_cols) else labels.shape[1] - 1
@@ -64,16 +65,50 @@ def answer_nll(
         logits = model(**inputs, logits_to_keep=keep).logits
     else:
         logits = model(**inputs).logits[:, -keep:]
-    target = labels[:, -(keep - 1) :]
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=IGNORE
-    )
+    return logits[:, :-1], labels[:, -(keep - 1) :]
+
+
+def token_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over supervised tokens (Σ CE·mask / Σ mask)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=IGNORE)
+
+
+def answer_nll(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], seq2seq: bool, logits_to_keep: bool = True
+) -> torch.Tensor:
+    return token_nll(*answer_logits(model, batch, seq2seq, logits_to_keep))
+
+
+def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Example indices per micro-batch: a pure function of (seed, epoch), so a resumed run can find
+    its place from the step alone."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
+    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def optimizer_windows(n: int, cfg: TrainConfig, seed: int) -> list[list[list[int]]]:
+    """One entry per optimizer step: the ``grad_accum`` micro-batches it accumulates."""
+    windows = []
+    for epoch in range(cfg.epochs):
+        batches = batch_order(n, cfg.batch_size, seed, epoch)
+        windows += [batches[i : i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+    return windows[: cfg.max_steps] if cfg.max_steps else windows
 
 
 def num_optimizer_steps(n_examples: int, cfg: TrainConfig) -> int:
-    per_epoch = math.ceil(math.ceil(n_examples / cfg.batch_size) / cfg.grad_accum)
-    total = per_epoch * cfg.epochs
-    return min(total, cfg.max_steps) if cfg.max_steps else total
+    return len(optimizer_windows(n_examples, cfg, 0))
+
+
+def _trim_log(path: Path, last_step: int) -> None:
+    """Drop log rows past ``last_step``: a resumed task rewrites them."""
+    if not path.is_file():
+        return
+    rows = [r for r in path.read_text(encoding="utf-8").splitlines() if json.loads(r)["step"] <= last_step]
+    path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+
+
+WeightPenalty = Callable[[], torch.Tensor]
+BatchPenalty = Callable[[dict, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def train_task(
@@ -85,84 +120,86 @@ def train_task(
     pad_id: int,
     seed: int,
     accelerator: Accelerator,
-    penalty: OrthogonalityPenalty | None = None,
-    l2_adapter: str | None = None,
-    lambda_orth: float = 0.0,
-    lambda_l2: float = 0.0,
+    penalties: dict[str, tuple[float, WeightPenalty]] | None = None,
+    batch_penalties: dict[str, tuple[float, BatchPenalty]] | None = None,
     log_path: Path | None = None,
+    checkpoint_dir: Path | None = None,
     desc: str = "train",
 ) -> TaskTraining:
-    """Train the model's trainable parameters (the current task's adapter) on ``examples``."""
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        examples,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=generator,
-        collate_fn=partial(collate_train, pad_id=pad_id, seq2seq=seq2seq),
-    )
+    """Train the model's trainable parameters (the current task's adapter) on ``examples``.
+
+    Loss per optimizer step = mean answer NLL + Σ λ·penalty. ``penalties`` depend on the weights
+    only (O-LoRA's orthogonality, L2, EWC) and are added once per step; ``batch_penalties`` see each
+    micro-batch with the student's answer logits (LwF). With ``checkpoint_dir``, a checkpoint is
+    written every ``cfg.checkpoint_every`` steps and at the end, and an existing one is resumed
+    from: the result is bit-identical to an uninterrupted run.
+    """
+    penalties = {k: v for k, v in (penalties or {}).items() if v[0] > 0}
+    batch_penalties = {k: v for k, v in (batch_penalties or {}).items() if v[0] > 0}
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
+    main = accelerator.is_main_process
+    torch.manual_seed(seed)  # dropout masks depend on (seed, task) only; a checkpoint restores its own state
+    start_step = load_step_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else 0
+    windows = optimizer_windows(len(examples), cfg, seed)
     use_keep = not seq2seq and _accepts_logits_to_keep(model)
-    total = num_optimizer_steps(len(examples), cfg)
-    result = TaskTraining()
-    use_orth = penalty is not None and lambda_orth > 0
-    use_l2 = l2_adapter is not None and lambda_l2 > 0
-    log_file = open(log_path, "a", encoding="utf-8") if log_path and accelerator.is_main_process else None
-    bar = tqdm(total=total, desc=desc, disable=not accelerator.is_main_process, dynamic_ncols=True)
+    result = TaskTraining(steps=start_step)
+    if log_path and main:
+        _trim_log(log_path, start_step) if start_step else log_path.unlink(missing_ok=True)
+    log_file = open(log_path, "a", encoding="utf-8") if log_path and main else None
+    bar = tqdm(total=len(windows), initial=start_step, desc=desc, disable=not main, dynamic_ncols=True)
     start = time.perf_counter()
     wrapped.train()
-    micro, window_nll = 0, torch.zeros((), device=accelerator.device)
     try:
-        for _epoch in range(cfg.epochs):
-            for batch in loader:
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                nll = answer_nll(wrapped, batch, seq2seq, use_keep)
-                loss = nll / cfg.grad_accum
-                micro += 1
-                window_nll += nll.detach() / cfg.grad_accum
-                end_of_window = micro % cfg.grad_accum == 0 or micro == len(loader) * cfg.epochs
-                orth = l2 = None
-                if end_of_window and use_orth:
-                    orth = penalty()
-                    loss = loss + lambda_orth * orth
-                if end_of_window and use_l2:
-                    l2 = l2_norm(model, l2_adapter)
-                    loss = loss + lambda_l2 * l2
+        for step, window in enumerate(windows[start_step:], start=start_step + 1):
+            terms = {name: torch.zeros((), device=accelerator.device) for name in ["nll", *batch_penalties]}
+            for k, indices in enumerate(window):
+                batch = collate_train([examples[i] for i in indices], pad_id, seq2seq)
+                batch = {key: v.to(accelerator.device) for key, v in batch.items()}
+                logits, target = answer_logits(wrapped, batch, seq2seq, use_keep)
+                nll = token_nll(logits, target)
+                loss = nll / len(window)
+                terms["nll"] += nll.detach() / len(window)
+                for name, (weight, fn) in batch_penalties.items():
+                    value = fn(batch, logits, target) / len(window)
+                    terms[name] += value.detach()
+                    loss = loss + weight * value
+                if k == len(window) - 1:  # weight-only penalties: once per optimizer step
+                    for name, (weight, fn) in penalties.items():
+                        value = fn()
+                        terms[name] = value.detach()
+                        loss = loss + weight * value
                 if not torch.isfinite(loss.detach()):
+                    last = f"the checkpoint of step {result.steps}" if result.steps else "the previous task"
                     raise TrainingDiverged(
-                        f"{desc}: loss is {loss.item()} at step {result.steps + 1}; nothing of this task "
-                        "was saved (the last good state is the previous task's): lower train.lr"
+                        f"{desc}: loss is {loss.item()} at step {step}; no weights of this step were saved "
+                        f"(last good state: {last}): lower train.lr"
                     )
                 accelerator.backward(loss)
-                if not end_of_window:
-                    continue
-                if cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                result.steps += 1
-                bar.update(1)
-                if result.steps % cfg.log_every == 0 or result.steps == total:
-                    row = {
-                        "step": result.steps,
-                        "nll": window_nll.item(),
-                        "orth": orth.item() if orth is not None else 0.0,
-                        "l2": l2.item() if l2 is not None else 0.0,
-                    }
-                    row["loss"] = row["nll"] + lambda_orth * row["orth"] + lambda_l2 * row["l2"]
-                    result.history.append(row)
-                    result.last_loss = row["loss"]
-                    bar.set_postfix(loss=f"{row['loss']:.4f}")
-                    if log_file:
-                        log_file.write(json.dumps(row) + "\n")
-                        log_file.flush()
-                window_nll = torch.zeros((), device=accelerator.device)
-                if result.steps >= total:
-                    break
-            if result.steps >= total:
-                break
+            if cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.steps = step
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == len(windows):
+                row = {"step": step, **{name: value.item() for name, value in terms.items()}}
+                weights = {
+                    **{n: w for n, (w, _) in penalties.items()},
+                    **{n: w for n, (w, _) in batch_penalties.items()},
+                }
+                row["loss"] = row["nll"] + sum(w * row[n] for n, w in weights.items())
+                result.history.append(row)
+                result.last_loss = row["loss"]
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                if log_file:
+                    log_file.write(json.dumps(row) + "\n")
+                    log_file.flush()
+            crash_point("train_step")
+            every = cfg.checkpoint_every
+            if checkpoint_dir and main and ((every and step % every == 0) or step == len(windows)):
+                save_step_checkpoint(checkpoint_dir, model, optimizer, step)
     finally:
         bar.close()
         if log_file:

@@ -1,0 +1,172 @@
+"""``olora bench``: a grid of methods × orders × seeds, and one comparison table.
+
+Every run is an ordinary ``olora run`` in ``OUT/<benchmark>-order<k>/<method>/seed<s>``; finished runs
+are skipped on re-run, and an interrupted one resumes. The table gives AA, BWT and forgetting per
+method and order as mean ± std over seeds (Markdown + CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from olora.config import load_config
+from olora.runner import run
+
+
+def run_dir(out: Path, benchmark: str, order: str, method: str, seed: int) -> Path:
+    return out / f"{benchmark}-order{order}" / method / f"seed{seed}"
+
+
+def finished(folder: Path) -> dict | None:
+    try:
+        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return res if res.get("status") == "complete" else None
+
+
+def run_grid(
+    config: str | None,
+    overrides: list[str],
+    benchmark: str,
+    orders: list[str],
+    methods: list[str],
+    seeds: list[int],
+    out: Path,
+) -> list[dict]:
+    """Run (or reuse) every cell of the grid; return all results."""
+    results = []
+    # Validate every cell's config before the first (long) run starts.
+    cells = []
+    for order in orders:
+        for method in methods:
+            for seed in seeds:
+                folder = run_dir(out, benchmark, order, method, seed)
+                cell = [
+                    *overrides,
+                    f"benchmark={benchmark}",
+                    f"order={order}",
+                    f"method={method}",
+                    f"seed={seed}",
+                    f"output_dir={folder}",
+                ]
+                cells.append((folder, load_config(config, cell)))
+    for folder, cfg in cells:
+        done = finished(folder)
+        if done is None:
+            done = run(cfg)
+        results.append(done)
+    return results
+
+
+def _mean_std(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def summary_rows(results: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for res in results:
+        key = (str(res["config"].get("order")), res["method"])
+        groups.setdefault(key, []).append(res)
+    rows = []
+    for (order, method), runs in groups.items():
+        rows.append(
+            {
+                "order": order,
+                "method": method,
+                "seeds": len(runs),
+                "aa": _mean_std([r["aa"] for r in runs]),
+                "bwt": _mean_std([r["bwt"] for r in runs]),
+                "forgetting": _mean_std([r["forgetting"] for r in runs]),
+                "final_row": " / ".join(f"{x:.1f}" for x in runs[0]["matrix"][-1]),
+                "wall_min": f"{statistics.mean(r['wall_s'] for r in runs) / 60:.1f}",
+            }
+        )
+    return rows
+
+
+def gap_closed(results: list[dict]) -> dict[str, float]:
+    """Per order: (AA_olora − AA_seqlora) / (AA_mtl − AA_seqlora), in %."""
+    by = {(str(r["config"].get("order")), r["method"]): [] for r in results}
+    for r in results:
+        by[(str(r["config"].get("order")), r["method"])].append(r["aa"])
+    out = {}
+    for order in sorted({k[0] for k in by}):
+        try:
+            o, s, m = (statistics.mean(by[(order, x)]) for x in ("olora", "seqlora", "mtl"))
+        except KeyError:
+            continue
+        if m != s:
+            out[order] = 100 * (o - s) / (m - s)
+    return out
+
+
+COLUMNS = ["order", "method", "seeds", "aa", "bwt", "forgetting", "final_row", "wall_min"]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = "| order | method | seeds | AA | BWT | forgetting | final row (per task) | wall (min) |"
+    lines = [head, "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def csv_table(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def machine() -> str:
+    mem = ""
+    try:
+        kb = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    return f"{platform.machine()}, {os.cpu_count()} cores{mem}, {device}, torch {torch.__version__}"
+
+
+def write_tables(results: list[dict], out: Path, command: str) -> str:
+    rows = summary_rows(results)
+    table = markdown_table(rows)
+    (out / "table.csv").write_text(csv_table(rows), encoding="utf-8")
+    tasks = {f"order {r['config'].get('order')}": " → ".join(r["tasks"]) for r in results}
+    sources = sorted({s for r in results for s in r.get("task_sources", []) if "NOT the paper" in s})
+    gaps = gap_closed(results)
+    parts = [
+        f"Command: `{command}`",
+        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
+        "",
+        table,
+        "",
+        *(f"- {k}: {v}" for k, v in tasks.items()),
+    ]
+    if gaps:
+        parts += [
+            "",
+            "Share of the SeqLoRA → MTL gap that O-LoRA closes (AA): "
+            + ", ".join(f"order {k}: {v:.0f} %" for k, v in gaps.items()),
+        ]
+    if sources:
+        parts += ["", "Data not from the paper's splits:", *(f"- {s}" for s in sources)]
+    text = "\n".join(parts) + "\n"
+    (out / "table.md").write_text(text, encoding="utf-8")
+    return text

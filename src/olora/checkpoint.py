@@ -1,0 +1,90 @@
+"""Step checkpoints and manifests: a run killed at any moment resumes to the same numbers.
+
+A step checkpoint holds everything that decides the rest of the task: the trainable weights, the
+optimizer state, the torch RNG state (dropout) and the step reached; the data order is a pure
+function of (seed, epoch), so the step is enough to find the next batch. It is written to a
+temporary folder and renamed into place, with a manifest of sha256 digests that is checked before
+anything saved is used again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from olora.io import atomic_write_json, replace_dir
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, files: list[str]) -> None:
+    """Record sha256 of ``files`` (relative to ``folder``) in ``folder/manifest.json``."""
+    atomic_write_json(folder / MANIFEST, {name: sha256(folder / name) for name in sorted(files)})
+
+
+def verify_manifest(folder: Path) -> list[str]:
+    """Names of files that are missing or differ from the manifest (the manifest itself if unreadable)."""
+    try:
+        expected = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return [MANIFEST]
+    return [
+        name for name, digest in expected.items() if not (folder / name).is_file() or sha256(folder / name) != digest
+    ]
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in _trainable(model).items()}
+    save_file(weights, str(tmp / "weights.safetensors"))
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "step": step},
+        tmp / "trainer_state.pt",
+    )
+    write_manifest(tmp, ["weights.safetensors", "trainer_state.pt"])
+    replace_dir(tmp, folder)
+
+
+def load_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore weights, optimizer and RNG from ``folder``; return the step, or 0 if unusable."""
+    if not folder.is_dir():
+        return 0
+    bad = verify_manifest(folder)
+    if bad:
+        log.warning("checkpoint %s is damaged (%s): the task restarts from step 0", folder, ", ".join(bad))
+        shutil.rmtree(folder, ignore_errors=True)
+        return 0
+    params = _trainable(model)
+    weights = load_file(str(folder / "weights.safetensors"))
+    if set(weights) != set(params):
+        log.warning("checkpoint %s does not match the current adapter: the task restarts", folder)
+        return 0
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    state = torch.load(folder / "trainer_state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    log.info("resuming from %s at step %d", folder, state["step"])
+    return int(state["step"])

@@ -1,0 +1,129 @@
+"""Figures of a run, drawn with matplotlib (Agg backend, no display needed), saved as PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _square(matrix: list[list[float]], size: int) -> list[list[float]]:
+    nan = float("nan")
+    return [row[: i + 1] + [nan] * (size - i - 1) for i, row in enumerate(matrix)] + [
+        [nan] * size for _ in range(size - len(matrix))
+    ]
+
+
+def heatmap(
+    matrix: list[list[float]],
+    rows: list[str],
+    cols: list[str],
+    title: str,
+    path: Path,
+    vmax: float = 100.0,
+    fmt: str = "{:.1f}",
+    cmap: str = "viridis",
+) -> None:
+    size = max(4, 0.9 * len(cols) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.8))
+    image = ax.imshow(matrix, vmin=0, vmax=vmax, cmap=cmap)
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            if value == value:  # not NaN
+                color = "white" if value < 0.6 * vmax else "black"
+                ax.text(j, i, fmt.format(value), ha="center", va="center", color=color, fontsize=9)
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def accuracy_heatmap(results: dict, path: Path) -> None:
+    tasks = results["tasks"]
+    heatmap(
+        _square(results["matrix"], len(tasks)),
+        [f"after {t}" for t in tasks],
+        tasks,
+        f"{results['method']}: accuracy (%) on each task after each task",
+        path,
+    )
+
+
+def accuracy_curves(runs: list[dict], path: Path) -> None:
+    """One run: each task's accuracy across the sequence. Several: average seen-task accuracy."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(runs) == 1:
+        res = runs[0]
+        for j, task in enumerate(res["tasks"]):
+            xs = list(range(j, len(res["matrix"])))
+            ax.plot(xs, [res["matrix"][i][j] for i in xs], marker="o", label=task)
+        ax.set_ylabel("accuracy (%)")
+    else:
+        for res in runs:
+            avg = [sum(row[: i + 1]) / (i + 1) for i, row in enumerate(res["matrix"])]
+            ax.plot(range(len(avg)), avg, marker="o", label=_label(res))
+        ax.set_ylabel("mean accuracy on seen tasks (%)")
+    tasks = runs[0]["tasks"]
+    ax.set_xticks(range(len(tasks)), [f"after {t}" for t in tasks], rotation=30, ha="right")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _label(res: dict) -> str:
+    return f"{res['method']} (seed {res['seed']})"
+
+
+def read_train_logs(run_dir: Path) -> dict[str, list[dict]]:
+    logs = {}
+    for folder in sorted((run_dir / "tasks").glob("*"), key=lambda p: int(p.name.split("-")[0])):
+        path = folder / "train_log.jsonl"
+        if path.is_file():
+            logs[folder.name] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
+    return logs
+
+
+def loss_curves(logs: dict[str, list[dict]], path: Path) -> list[str]:
+    """One panel per loss term (nll, orth, l2, ...), one line per task; returns the terms drawn."""
+    terms = [t for t in ("nll", "orth", "l2", "ewc", "lwf") if any(t in r for rows in logs.values() for r in rows)]
+    if not terms:
+        return []
+    fig, axes = plt.subplots(1, len(terms), figsize=(4.2 * len(terms), 3.4), squeeze=False)
+    for ax, term in zip(axes[0], terms, strict=True):
+        for task, rows in logs.items():
+            points = [(r["step"], r[term]) for r in rows if term in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=task)
+        ax.set_title(term)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return terms
+
+
+def subspace_heatmap(report: dict, side: str, path: Path) -> None:
+    names = report["tasks"]
+    label = "input side (lora_A)" if side == "input" else "output side (lora_B)"
+    heatmap(
+        report[side]["mean_overlap"],
+        names,
+        names,
+        f"subspace overlap ‖A_i A_jᵀ‖/(‖A_i‖‖A_j‖), {label}",
+        path,
+        vmax=1.0,
+        fmt="{:.3f}",
+        cmap="magma",
+    )
