@@ -170,6 +170,23 @@ def test_console_script_exit_code(tmp_path):
     assert proc.stderr.strip() == "olora: error: unknown config key 'lora.rank': did you mean lora.r?"
 
 
+def test_unsupported_architecture_is_rejected(tmp_path, capsys):
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(
+        tmp_path / "vit"
+    )
+    assert main(["run", f"model={tmp_path / 'vit'}", f"output_dir={tmp_path / 'o'}"]) == 2
+    err = capsys.readouterr().err
+    assert "model_type 'vit', which is not a supported architecture" in err and len(err.strip().splitlines()) == 1
+
+
+def test_output_dir_that_cannot_be_created(tiny_dirs, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(_args(tiny_dirs["llama"], tmp_path / "file" / "sub")) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
 def test_model_without_config_is_rejected(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["run", f"model={tmp_path / 'empty'}", f"output_dir={tmp_path / 'o'}"]) == 2

@@ -134,6 +134,20 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_perf(ns: argparse.Namespace) -> int:
+
+    from olora.perf import format_perf, run_perf
+
+    report = run_perf(ns.model, ns.tasks, ns.batch_size, ns.repeats, ns.eval_examples)
+    print(format_perf(report))
+    if ns.json:
+        from olora.io import atomic_write_json
+
+        atomic_write_json(Path(ns.json), report)
+        print(f"written: {ns.json}")
+    return 0
+
+
 def cmd_show(ns: argparse.Namespace) -> int:
     import json
 
@@ -199,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="write JSONL predictions here")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("perf", help="measured speed ratios (train step, inference, evaluation)")
+    p.add_argument("--model", default="smollm2", help="smollm2, a checkpoint folder or a hub id")
+    p.add_argument("--tasks", nargs="+", type=int, default=[2, 5, 15], help="task counts t to time")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--eval-examples", type=int, default=32)
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("show", help="print the matrices and AA/BWT of finished runs")
     p.add_argument("runs", nargs="+", help="run folders")

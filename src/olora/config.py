@@ -44,6 +44,11 @@ class OLoRAConfig:
     )
     lambda_orth: float = _f(0.5, "Weight λ1 of the orthogonality penalty.")
     lambda_l2: float = _f(0.0, "Weight λ2 of ||A_new||_F + ||B_new||_F.")
+    fold_past: bool = _f(
+        True,
+        "Run the frozen past adapters as one stacked LoRA (same sum, one branch per layer) instead of t "
+        "separate ones: O-LoRA then costs what plain LoRA costs.",
+    )
     task_lambdas: dict[str, list[float]] = _f(
         {}, "Per-task [lambda_orth, lambda_l2] overrides, e.g. {dbpedia: [5, 0]} (order 6 uses them)."
     )

@@ -109,10 +109,10 @@ def load_model(name: str, dtype: str = "float32") -> tuple[PreTrainedModel, PreT
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
     try:
         model = auto.from_pretrained(path, dtype=DTYPES[dtype])
-    except ValueError as exc:
+    except ValueError:
         raise OloraError(
-            f"model {name!r} ({config.model_type}) is not a supported architecture: "
-            f"olora needs a seq2seq or causal LM ({str(exc).splitlines()[0]})"
+            f"model {name!r} has model_type {config.model_type!r}, which is not a supported architecture: "
+            "olora needs a seq2seq or causal language model (e.g. T5, LLaMA)"
         ) from None
     tokenizer = AutoTokenizer.from_pretrained(path)
     prepare_tokenizer(tokenizer)

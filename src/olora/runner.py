@@ -36,6 +36,7 @@ from olora.adapters import (
     OrthogonalityPenalty,
     activate,
     add_adapter,
+    concat_adapters,
     copy_adapter_weights,
     l2_norm,
     peft_lora_config,
@@ -56,6 +57,7 @@ from olora.train import answer_nll, train_task
 
 log = logging.getLogger(__name__)
 TEACHER = "lwf_teacher"
+FOLDED = "past_folded"
 
 
 def versions() -> dict[str, str]:
@@ -135,6 +137,7 @@ class Session:
     accelerator: Accelerator
     base_path: str
     names: list[str] = field(default_factory=list)  # adapters created so far, in task order
+    folded: list[str] = field(default_factory=list)  # the past adapters summed into FOLDED
     ewc: EWCPenalty | None = None
 
     @property
@@ -170,11 +173,28 @@ def _ensure_adapter(s: Session, name: str, index: int) -> None:
     s.names.append(name)
 
 
+def _task_adapters_in_forward(s: Session, name: str) -> list[str]:
+    """The past task adapters (folded into one stacked adapter if olora.fold_past) and ``name``.
+
+    Folding changes nothing mathematically (Σ_i s_i B_i A_i is one rank-Σr adapter) but runs one LoRA
+    branch per layer instead of t; the penalty still reads the per-task adapters, which stay frozen.
+    """
+    past = s.names[: s.names.index(name)]
+    if not (s.cfg.olora.fold_past and len(past) > 1):
+        return [*past, name]
+    if s.folded != past:
+        if FOLDED in s.model.peft_config:
+            s.model.delete_adapter(FOLDED)
+        concat_adapters(s.model, past, FOLDED)
+        s.folded = list(past)
+    return [FOLDED, name]
+
+
 def _set_trainable(s: Session, name: str | None) -> None:
     if s.method.full_finetune:
         s.model.requires_grad_(True)
     elif s.method.keep_past_active:
-        activate(s.model, s.names, trainable=name)
+        activate(s.model, _task_adapters_in_forward(s, name), trainable=name)
     else:
         activate(s.model, [name], trainable=name)
 
@@ -186,7 +206,7 @@ def _freeze_for_eval(s: Session, eval_adapter: str | None) -> None:
     elif eval_adapter is not None:
         activate(s.model, [eval_adapter], trainable=None)
     elif s.method.keep_past_active:
-        activate(s.model, s.names, trainable=None)
+        activate(s.model, _task_adapters_in_forward(s, s.names[-1]), trainable=None)
     else:
         activate(s.model, [s.method.adapter_name(0, "")], trainable=None)
 
@@ -322,7 +342,7 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
         penalties=weight_terms,
         batch_penalties=batch_terms,
         log_path=stage_dir / "train_log.jsonl",
-        checkpoint_dir=stage_dir / "checkpoint" if s.main else None,
+        checkpoint_dir=stage_dir / "checkpoint",
         desc=f"task {stage.index + 1}/{len(s.tasks)} {stage.label} [{s.cfg.method}]",
     )
     if s.ewc is not None:
@@ -361,6 +381,7 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
             **(lam if s.method.orthogonal else {}),
         }
         _save_stage(s, stage, stage_dir, name, record, predictions)
+    s.accelerator.wait_for_everyone()
     return row, timing, False
 
 

@@ -134,6 +134,11 @@ def train_task(
     written every ``cfg.checkpoint_every`` steps and at the end, and an existing one is resumed
     from: the result is bit-identical to an uninterrupted run.
     """
+    if cfg.batch_size % accelerator.num_processes:
+        raise OloraError(
+            f"train.batch_size={cfg.batch_size} must be a multiple of the {accelerator.num_processes} processes: "
+            "every process needs its share of each micro-batch"
+        )
     penalties = {k: v for k, v in (penalties or {}).items() if v[0] > 0}
     batch_penalties = {k: v for k, v in (batch_penalties or {}).items() if v[0] > 0}
     params = trainable_parameters(model)
@@ -155,6 +160,8 @@ def train_task(
         for step, window in enumerate(windows[start_step:], start=start_step + 1):
             terms = {name: torch.zeros((), device=accelerator.device) for name in ["nll", *batch_penalties]}
             for k, indices in enumerate(window):
+                # Data parallel: each process takes its share of the micro-batch; DDP averages gradients.
+                indices = indices[accelerator.process_index :: accelerator.num_processes]
                 batch = collate_train([examples[i] for i in indices], pad_id, seq2seq)
                 batch = {key: v.to(accelerator.device) for key, v in batch.items()}
                 logits, target = answer_logits(wrapped, batch, seq2seq, use_keep)

@@ -1,0 +1,26 @@
+"""Smoke test of the performance suite on a tiny model (timings are printed, never asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+from olora.adapters import OrthogonalityPenalty
+from olora.models import load_model
+from olora.perf import _with_task_adapters, format_perf, naive_orthogonality, run_perf
+
+
+def test_naive_penalty_equals_the_fast_one(tiny_dirs):
+    model, _ = load_model(str(tiny_dirs["llama"]))
+    model = _with_task_adapters(model, False, 3, r=8)
+    past = ["p0", "p1", "p2"]
+    fast = OrthogonalityPenalty(model, past, "new")().item()
+    assert naive_orthogonality(model, past, "new").item() == pytest.approx(fast, rel=1e-5)
+
+
+def test_perf_suite_runs_and_reports_ratios(tiny_dirs):
+    report = run_perf(str(tiny_dirs["llama"]), [2, 3], batch_size=2, repeats=1, eval_examples=4)
+    assert {"plain LoRA", "O-LoRA t=3", "O-LoRA t=3 folded", "O-LoRA t=3 naive penalty"} <= set(report["train_step_s"])
+    assert {"base", "merged", "all 3 adapters active"} <= set(report["inference_s"])
+    assert all(v > 0 for v in report["train_step_s"].values())
+    text = format_perf(report)
+    assert "speed-up x" in text and "ratio to plain LoRA" in text
