@@ -38,7 +38,7 @@ def heatmap(
             if value == value:  # not NaN
                 color = "white" if value < 0.6 * vmax else "black"
                 ax.text(j, i, fmt.format(value), ha="center", va="center", color=color, fontsize=9)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -100,14 +100,15 @@ def loss_curves(logs: dict[str, list[dict]], path: Path) -> list[str]:
         return []
     fig, axes = plt.subplots(1, len(terms), figsize=(4.2 * len(terms), 3.4), squeeze=False)
     for ax, term in zip(axes[0], terms, strict=True):
-        for task, rows in logs.items():
+        for k, (task, rows) in enumerate(logs.items()):
             points = [(r["step"], r[term]) for r in rows if term in r]
-            if points:
-                ax.plot(*zip(*points, strict=True), label=task)
+            if points:  # one colour per task in every panel
+                ax.plot(*zip(*points, strict=True), label=task, color=f"C{k % 10}")
         ax.set_title(term)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    handles = [plt.Line2D([], [], color=f"C{k % 10}", label=task) for k, task in enumerate(logs)]
+    axes[0][-1].legend(handles=handles, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -121,7 +122,7 @@ def subspace_heatmap(report: dict, side: str, path: Path) -> None:
         report[side]["mean_overlap"],
         names,
         names,
-        f"subspace overlap ‖A_i A_jᵀ‖/(‖A_i‖‖A_j‖), {label}",
+        f"subspace overlap, {label}\n‖A_i A_jᵀ‖ / (‖A_i‖ ‖A_j‖)",
         path,
         vmax=1.0,
         fmt="{:.3f}",
