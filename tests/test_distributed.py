@@ -29,6 +29,9 @@ ARGS = [
 ]
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+
+
 def test_two_cpu_processes_match_one(tiny_dirs, tmp_path):
     model = f"model={tiny_dirs['llama']}"
     assert main(["run", model, *ARGS, f"output_dir={tmp_path / 'single'}"]) == 0
@@ -48,7 +51,7 @@ def test_two_cpu_processes_match_one(tiny_dirs, tmp_path):
         *ARGS,
         f"output_dir={tmp_path / 'ddp'}",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     single = json.loads((tmp_path / "single" / "results.json").read_text())
     ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
