@@ -123,3 +123,18 @@ def test_inclora_has_no_orthogonality_but_olora_does(tiny_dirs, tmp_path):
     _run(tiny_dirs["llama"], tmp_path / "o", "olora")
     assert "orth" not in _log(tmp_path / "inc", "1-newsdesk")[0]
     assert _log(tmp_path / "o", "1-newsdesk")[0]["orth"] > 0
+
+
+def test_folding_past_adapters_changes_no_result(tiny_dirs, tmp_path):
+    """olora.fold_past runs the past adapters as one stacked branch: same matrix, same adapters."""
+    from safetensors.torch import load_file
+
+    args = ["tasks=[sentiment,newsdesk,helpline]", "lora.dropout=0.0", "train.lr=0.01"]
+    folded = _run(tiny_dirs["llama"], tmp_path / "fold", "olora", *args)
+    unfolded = _run(tiny_dirs["llama"], tmp_path / "nofold", "olora", *args, "olora.fold_past=false")
+    assert folded["matrix"] == unfolded["matrix"]
+    for stage in ("1-newsdesk", "2-helpline"):
+        a = load_file(str(tmp_path / "fold" / "tasks" / stage / "adapter" / "adapter_model.safetensors"))
+        b = load_file(str(tmp_path / "nofold" / "tasks" / stage / "adapter" / "adapter_model.safetensors"))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)

@@ -96,3 +96,28 @@ def test_report_renders_in_headless_chromium(two_runs, tmp_path):
     title = dom.split("<title>")[1].split("</title>")[0]
     total, loaded = title.split(":")
     assert int(total) >= 7 and loaded == total
+
+
+def test_tensorboard_logging(tiny_dirs, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+    args = [
+        "run",
+        f"model={tiny_dirs['llama']}",
+        "tasks=[sentiment,newsdesk]",
+        "train.max_steps=2",
+        "train.batch_size=4",
+        "train.log_every=1",
+        "data.train_per_class=4",
+        "data.test_per_class=2",
+        "log.tensorboard=true",
+        f"output_dir={out}",
+    ]
+    assert main(args) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/newsdesk/orth", "train/sentiment/nll", "accuracy/sentiment", "accuracy/mean_seen"} <= set(tags)
+    assert [e.step for e in events.Scalars("accuracy/sentiment")] == [0, 1]

@@ -107,6 +107,11 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    tensorboard: bool = _f(False, "Also write losses and accuracies to OUT/tensorboard (needs tensorboard).")
+
+
+@dataclass
 class RunConfig:
     model: str = _f("smollm2", "'smollm2' (embedded default), a local checkpoint folder, or a Hugging Face hub id.")
     method: Literal["olora", "inclora", "seqlora", "seqft", "replay", "ewc", "lwf", "mtl", "pertask"] = _f(
@@ -132,6 +137,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def epochs_for(self, task: str) -> int:
         return self.train.task_epochs.get(task, self.train.epochs)

@@ -138,6 +138,7 @@ class Session:
     base_path: str
     names: list[str] = field(default_factory=list)  # adapters created so far, in task order
     folded: list[str] = field(default_factory=list)  # the past adapters summed into FOLDED
+    writer: object | None = None  # TensorBoard SummaryWriter when log.tensorboard
     ewc: EWCPenalty | None = None
 
     @property
@@ -343,6 +344,7 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
         batch_penalties=batch_terms,
         log_path=stage_dir / "train_log.jsonl",
         checkpoint_dir=stage_dir / "checkpoint",
+        on_log=_tensorboard_hook(s, stage),
         desc=f"task {stage.index + 1}/{len(s.tasks)} {stage.label} [{s.cfg.method}]",
     )
     if s.ewc is not None:
@@ -362,6 +364,11 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
         "steps": training.steps,
         "n_train": len(data),
     }
+    if s.writer is not None:
+        for task, acc in zip(stage.eval_tasks, row, strict=True):
+            s.writer.add_scalar(f"accuracy/{task.name}", acc, stage.index)
+        s.writer.add_scalar("accuracy/mean_seen", sum(row) / len(row), stage.index)
+        s.writer.flush()
     scores = ", ".join(f"{t.name} {a:.1f}" for t, a in zip(stage.eval_tasks, row, strict=True))
     log.info("after %s: %s", stage.label, scores)
     if s.main:
@@ -385,6 +392,27 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
     return row, timing, False
 
 
+def _tensorboard_hook(s: Session, stage: Stage):
+    if s.writer is None:
+        return None
+
+    def log_row(row: dict) -> None:
+        for key, value in row.items():
+            if key != "step":
+                s.writer.add_scalar(f"train/{stage.label}/{key}", value, row["step"])
+
+    return log_row
+
+
+def _summary_writer_class():
+    """torch's standard SummaryWriter; checked before anything is written."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise OloraError("log.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter
+
+
 def _prepare(cfg: RunConfig, force: bool) -> Session:
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
@@ -396,8 +424,10 @@ def _prepare(cfg: RunConfig, force: bool) -> Session:
         tokenizer, seq2seq, cfg.data.max_source_length, cfg.data.add_task_name, cfg.data.add_dataset_name
     )
     accelerator = Accelerator()
+    writer_class = _summary_writer_class() if cfg.log.tensorboard and accelerator.is_main_process else None
     if accelerator.is_main_process:
         prepare_output_dir(out, cfg, force)
+    writer = writer_class(log_dir=str(out / "tensorboard")) if writer_class else None
     model.requires_grad_(False)
     model.to(accelerator.device)
     method = METHODS[cfg.method]
@@ -413,6 +443,7 @@ def _prepare(cfg: RunConfig, force: bool) -> Session:
         test_sets={t.name: encoder.encode(t, t.test) for t in tasks},
         accelerator=accelerator,
         base_path=model.name_or_path,
+        writer=writer,
         ewc=EWCPenalty() if method.ewc else None,
     )
 

@@ -124,6 +124,7 @@ def train_task(
     batch_penalties: dict[str, tuple[float, BatchPenalty]] | None = None,
     log_path: Path | None = None,
     checkpoint_dir: Path | None = None,
+    on_log: Callable[[dict], None] | None = None,
     desc: str = "train",
 ) -> TaskTraining:
     """Train the model's trainable parameters (the current task's adapter) on ``examples``.
@@ -203,6 +204,8 @@ def train_task(
                 if log_file:
                     log_file.write(json.dumps(row) + "\n")
                     log_file.flush()
+                if on_log and main:
+                    on_log(row)
             crash_point("train_step")
             every = cfg.checkpoint_every
             if checkpoint_dir and main and ((every and step % every == 0) or step == len(windows)):
