@@ -1,0 +1,67 @@
+"""olora bench: a grid of runs, one table, finished runs skipped on re-run."""
+
+from __future__ import annotations
+
+import csv
+
+from olora.cli import main
+
+
+def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = [
+        "bench",
+        f"model={tiny_dirs['llama']}",
+        f"data.dir={data_dir}",
+        "data.train_per_class=2",
+        "data.test_per_class=1",
+        "train.max_steps=1",
+        "data.max_source_length=240",
+        "--benchmark",
+        "proxy",
+        "--orders",
+        "1",
+        "--methods",
+        "seqlora",
+        "olora",
+        "mtl",
+        "--seeds",
+        "1",
+        "2",
+        "--out",
+        str(out),
+        "--results-md",
+        str(tmp_path / "RESULTS.md"),
+    ]
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [(r["order"], r["method"], r["seeds"]) for r in rows] == [("1", m, "2") for m in ("seqlora", "olora", "mtl")]
+    assert all("±" in r["aa"] for r in rows)  # mean ± std over the two seeds
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "Produced by `olora bench`" in text and "dbpedia → amazon → yelp → agnews" in text
+    assert "NOT the paper's split" in text
+    first = (out / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns
+    assert main(args) == 0  # every run finished: nothing is retrained
+    assert (out / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns == first
+    capsys.readouterr()
+
+
+def test_gap_closed():
+    from olora.bench import gap_closed
+
+    def res(method, aa):
+        return {"method": method, "aa": aa, "config": {"order": "1"}}
+
+    assert gap_closed([res("seqlora", 40), res("olora", 70), res("mtl", 80)]) == {"1": 75.0}
+
+
+def test_hub_id_is_a_real_path(monkeypatch):
+    """A hub id goes to the hub (offline here), and the failure is one clear line."""
+    import pytest
+
+    from olora.errors import OloraError
+    from olora.models import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OloraError, match="cannot load model config for 'google-t5/t5-small'"):
+        load_model("google-t5/t5-small")
