@@ -53,6 +53,7 @@ def test_gap_closed():
         return {"method": method, "aa": aa, "config": {"order": "1"}}
 
     assert gap_closed([res("seqlora", 40), res("olora", 70), res("mtl", 80)]) == {"1": 75.0}
+    assert gap_closed([res("seqlora", 50), res("olora", 40), res("mtl", 45)]) == {"1": None}
 
 
 def test_hub_id_is_a_real_path(monkeypatch):

@@ -125,16 +125,17 @@ def test_inclora_has_no_orthogonality_but_olora_does(tiny_dirs, tmp_path):
     assert _log(tmp_path / "o", "1-newsdesk")[0]["orth"] > 0
 
 
-def test_folding_past_adapters_changes_no_result(tiny_dirs, tmp_path):
-    """olora.fold_past runs the past adapters as one stacked branch: same matrix, same adapters."""
+@pytest.mark.parametrize("mode", ["merge", "stack"])
+def test_folding_past_adapters_changes_no_result(tiny_dirs, tmp_path, mode):
+    """Past adapters merged into the base or stacked into one: same matrix, same adapters as t separate."""
     from safetensors.torch import load_file
 
     args = ["tasks=[sentiment,newsdesk,helpline]", "lora.dropout=0.0", "train.lr=0.01"]
-    folded = _run(tiny_dirs["llama"], tmp_path / "fold", "olora", *args)
-    unfolded = _run(tiny_dirs["llama"], tmp_path / "nofold", "olora", *args, "olora.fold_past=false")
+    folded = _run(tiny_dirs["llama"], tmp_path / mode, "olora", *args, f"olora.fold_past={mode}")
+    unfolded = _run(tiny_dirs["llama"], tmp_path / "none", "olora", *args, "olora.fold_past=none")
     assert folded["matrix"] == unfolded["matrix"]
     for stage in ("1-newsdesk", "2-helpline"):
-        a = load_file(str(tmp_path / "fold" / "tasks" / stage / "adapter" / "adapter_model.safetensors"))
-        b = load_file(str(tmp_path / "nofold" / "tasks" / stage / "adapter" / "adapter_model.safetensors"))
+        a = load_file(str(tmp_path / mode / "tasks" / stage / "adapter" / "adapter_model.safetensors"))
+        b = load_file(str(tmp_path / "none" / "tasks" / stage / "adapter" / "adapter_model.safetensors"))
         for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)

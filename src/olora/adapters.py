@@ -162,6 +162,20 @@ def l2_norm(model: torch.nn.Module, name: str) -> torch.Tensor:
 
 
 @torch.no_grad()
+def merge_into_base(model: torch.nn.Module, name: str) -> None:
+    """W0 += s·B·A for adapter ``name`` in every layer (the paper's "past LoRAs can be merged").
+
+    Done by hand rather than with peft's ``merge``: a peft layer with a merged adapter skips every
+    LoRA branch in its forward, including the one being trained.
+    """
+    for layer in lora_layers(model):
+        if name in layer.lora_A:
+            delta = layer.lora_B[name].weight @ layer.lora_A[name].weight * layer.scaling[name]
+            weight = layer.get_base_layer().weight
+            weight += (delta.T if getattr(layer, "fan_in_fan_out", False) else delta).to(weight.dtype)
+
+
+@torch.no_grad()
 def copy_adapter_weights(model: torch.nn.Module, source: str, target: str) -> None:
     """target's A and B := source's (LwF keeps the pre-task adapter as a frozen teacher)."""
     for layer in lora_layers(model):

@@ -97,8 +97,8 @@ def summary_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
-def gap_closed(results: list[dict]) -> dict[str, float]:
-    """Per order: (AA_olora − AA_seqlora) / (AA_mtl − AA_seqlora), in %."""
+def gap_closed(results: list[dict]) -> dict[str, float | None]:
+    """Per order: (AA_olora − AA_seqlora) / (AA_mtl − AA_seqlora), in %; None unless MTL > SeqLoRA."""
     by = {(str(r["config"].get("order")), r["method"]): [] for r in results}
     for r in results:
         by[(str(r["config"].get("order")), r["method"])].append(r["aa"])
@@ -108,8 +108,7 @@ def gap_closed(results: list[dict]) -> dict[str, float]:
             o, s, m = (statistics.mean(by[(order, x)]) for x in ("olora", "seqlora", "mtl"))
         except KeyError:
             continue
-        if m != s:
-            out[order] = 100 * (o - s) / (m - s)
+        out[order] = 100 * (o - s) / (m - s) if m > s else None
     return out
 
 
@@ -162,8 +161,11 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
     if gaps:
         parts += [
             "",
-            "Share of the SeqLoRA → MTL gap that O-LoRA closes (AA): "
-            + ", ".join(f"order {k}: {v:.0f} %" for k, v in gaps.items()),
+            "Share of the SeqLoRA → MTL gap in AA that O-LoRA closes: "
+            + ", ".join(
+                f"order {k}: {v:.0f} %" if v is not None else f"order {k}: n/a (MTL is not above SeqLoRA)"
+                for k, v in gaps.items()
+            ),
         ]
     if sources:
         parts += ["", "Data not from the paper's splits:", *(f"- {s}" for s in sources)]

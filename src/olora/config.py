@@ -44,10 +44,11 @@ class OLoRAConfig:
     )
     lambda_orth: float = _f(0.5, "Weight λ1 of the orthogonality penalty.")
     lambda_l2: float = _f(0.0, "Weight λ2 of ||A_new||_F + ||B_new||_F.")
-    fold_past: bool = _f(
-        True,
-        "Run the frozen past adapters as one stacked LoRA (same sum, one branch per layer) instead of t "
-        "separate ones: O-LoRA then costs what plain LoRA costs.",
+    fold_past: Literal["merge", "stack", "none"] = _f(
+        "merge",
+        "How the frozen past adapters run while a new task trains and is evaluated: 'merge' adds "
+        "Σ s_i B_i A_i into the base weights (no extra cost: O-LoRA then costs what plain LoRA costs), "
+        "'stack' runs them as one stacked LoRA, 'none' as t separate LoRAs. Same outputs up to float rounding.",
     )
     task_lambdas: dict[str, list[float]] = _f(
         {}, "Per-task [lambda_orth, lambda_l2] overrides, e.g. {dbpedia: [5, 0]} (order 6 uses them)."

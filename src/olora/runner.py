@@ -39,6 +39,7 @@ from olora.adapters import (
     concat_adapters,
     copy_adapter_weights,
     l2_norm,
+    merge_into_base,
     peft_lora_config,
 )
 from olora.artifacts import load_adapter_weights, save_adapter
@@ -138,6 +139,7 @@ class Session:
     base_path: str
     names: list[str] = field(default_factory=list)  # adapters created so far, in task order
     folded: list[str] = field(default_factory=list)  # the past adapters summed into FOLDED
+    merged: list[str] = field(default_factory=list)  # the past adapters added into the base weights
     writer: object | None = None  # TensorBoard SummaryWriter when log.tensorboard
     ewc: EWCPenalty | None = None
 
@@ -175,13 +177,21 @@ def _ensure_adapter(s: Session, name: str, index: int) -> None:
 
 
 def _task_adapters_in_forward(s: Session, name: str) -> list[str]:
-    """The past task adapters (folded into one stacked adapter if olora.fold_past) and ``name``.
+    """The adapters that run beside the base model for task ``name`` (training and evaluation).
 
-    Folding changes nothing mathematically (Σ_i s_i B_i A_i is one rank-Σr adapter) but runs one LoRA
-    branch per layer instead of t; the penalty still reads the per-task adapters, which stay frozen.
+    Σ_{i<t} s_i B_i A_i is the same whether the past adapters run separately (``none``), as one stacked
+    rank-Σr adapter (``stack``) or merged into the base weights (``merge``, free at run time); the
+    penalty reads the per-task adapters, which stay frozen and are saved as they are.
     """
     past = s.names[: s.names.index(name)]
-    if not (s.cfg.olora.fold_past and len(past) > 1):
+    mode = s.cfg.olora.fold_past
+    if mode == "merge":
+        for adapter in past:
+            if adapter not in s.merged:
+                merge_into_base(s.model, adapter)
+                s.merged.append(adapter)
+        return [name]
+    if mode == "none" or len(past) < 2:
         return [*past, name]
     if s.folded != past:
         if FOLDED in s.model.peft_config:
