@@ -19,7 +19,15 @@ from collections.abc import Callable
 import torch
 from accelerate import Accelerator
 
-from olora.adapters import OrthogonalityPenalty, activate, add_adapter, concat_adapters, lora_layers, peft_lora_config
+from olora.adapters import (
+    OrthogonalityPenalty,
+    activate,
+    add_adapter,
+    concat_adapters,
+    lora_layers,
+    merge_into_base,
+    peft_lora_config,
+)
 from olora.config import LoRAConfig
 from olora.demo_tasks import builtin_task
 from olora.encoding import Encoded, PromptEncoder, collate_prompts, collate_train
@@ -91,25 +99,35 @@ def train_step_ratios(
     optimizer = torch.optim.AdamW(new_params, lr=1e-4)
     accelerator = Accelerator(cpu=True)
 
-    def step(active: list[str], penalty: Callable[[], torch.Tensor] | None) -> Callable[[], None]:
+    def step(active: list[str], penalty: Callable[[], torch.Tensor] | None, m=model, opt=optimizer):
         def run() -> None:
-            activate(model, active, trainable="new")
-            loss = answer_nll(model, batch, seq2seq)
+            activate(m, active, trainable="new")
+            loss = answer_nll(m, batch, seq2seq)
             if penalty is not None:
                 loss = loss + 0.5 * penalty()
             accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
 
         return run
+
+    def merged_step(t: int) -> Callable[[], None]:
+        """olora's default: the past adapters added into a copy's base weights."""
+        m = copy.deepcopy(model)
+        past = [f"p{k}" for k in range(t - 1)]
+        for name in past:
+            merge_into_base(m, name)
+        opt = torch.optim.AdamW([p for n, p in m.named_parameters() if ".new." in n], lr=1e-4)
+        return step(["new"], OrthogonalityPenalty(m, past, "new"), m, opt)
 
     fns = {"plain LoRA": step(["new"], None)}
     for t in task_counts:
         past = [f"p{k}" for k in range(t - 1)]
         penalty = OrthogonalityPenalty(model, past, "new") if past else None
-        fns[f"O-LoRA t={t}"] = step([*past, "new"], penalty)
+        fns[f"O-LoRA t={t} separate" if past else f"O-LoRA t={t}"] = step([*past, "new"], penalty)
         if past:
-            fns[f"O-LoRA t={t} folded"] = step([f"fold{t}", "new"], penalty)
+            fns[f"O-LoRA t={t} merged (default)"] = merged_step(t)
+            fns[f"O-LoRA t={t} stacked"] = step([f"fold{t}", "new"], penalty)
             fns[f"O-LoRA t={t} naive penalty"] = step(
                 [*past, "new"], lambda past=past: naive_orthogonality(model, past, "new")
             )
