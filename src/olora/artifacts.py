@@ -7,7 +7,6 @@ folder is written under a temporary name and renamed into place when complete.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -38,10 +37,3 @@ def load_adapter_weights(model: PeftModel, name: str, folder: Path) -> None:
     unexpected = [k for k in result.unexpected_keys if "lora_" in k]
     if unexpected:
         raise ValueError(f"{folder}: weights do not fit adapter {name!r}: {unexpected[:3]}")
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None

@@ -95,10 +95,6 @@ def optimizer_windows(n: int, cfg: TrainConfig, seed: int) -> list[list[list[int
     return windows[: cfg.max_steps] if cfg.max_steps else windows
 
 
-def num_optimizer_steps(n_examples: int, cfg: TrainConfig) -> int:
-    return len(optimizer_windows(n_examples, cfg, 0))
-
-
 def _trim_log(path: Path, last_step: int) -> None:
     """Drop log rows past ``last_step``: a resumed task rewrites them."""
     if not path.is_file():
