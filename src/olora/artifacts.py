@@ -30,6 +30,14 @@ def save_adapter(model: PeftModel, name: str, folder: Path) -> None:
     replace_dir(tmp, folder)
 
 
+def load_safetensors_dir(folder: Path) -> dict:
+    """Every tensor of every ``*.safetensors`` file in ``folder`` (a sharded checkpoint's shards)."""
+    state = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        state.update(load_file(str(path)))
+    return state
+
+
 def load_adapter_weights(model: PeftModel, name: str, folder: Path) -> None:
     """Fill the existing adapter ``name`` with the weights saved in ``folder``."""
     state = load_file(str(folder / ADAPTER_WEIGHTS))

@@ -149,17 +149,9 @@ def cmd_perf(ns: argparse.Namespace) -> int:
 
 
 def cmd_show(ns: argparse.Namespace) -> int:
-    import json
+    from olora.report import load_run, side_by_side
 
-    from olora.report import side_by_side
-
-    runs = []
-    for folder in ns.runs:
-        path = Path(folder) / "results.json"
-        if not path.is_file():
-            raise OloraError(f"{str(path)!r} does not exist: is {folder!r} a finished olora run?")
-        runs.append(json.loads(path.read_text(encoding="utf-8")))
-    print(side_by_side(runs))
+    print(side_by_side([load_run(Path(folder)) for folder in ns.runs]))
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from olora.artifacts import ADAPTER_WEIGHTS
+from olora.artifacts import ADAPTER_WEIGHTS, load_safetensors_dir
 from olora.errors import OloraError
 from olora.io import atomic_write_json, replace_dir
 from olora.methods import METHODS
@@ -97,7 +97,7 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / ADAPTER_WEIGHTS))
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     elif fmt == "merged":
-        model, tokenizer = _merged_model(run_dir, results, method)
+        model, tokenizer = final_model(run_dir, results)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     else:
@@ -107,20 +107,19 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
     return out
 
 
-def _merged_model(run_dir: Path, results: dict, method):
+def final_model(run_dir: Path, results: dict):
+    """(model, tokenizer) of the run's final state as one plain transformers model (no peft)."""
     from peft import PeftModel
 
     from olora.models import load_model
 
     cfg = results["config"]
     base, tokenizer = load_model(cfg["model"], cfg["dtype"])
-    if method.full_finetune:
+    if METHODS[results["method"]].full_finetune:
         last = stage_records(run_dir)[-1]
-        folder = run_dir / "tasks" / f"{last['index']}-{last['name']}" / "model"
-        state = {}
-        for f in sorted(folder.glob("*.safetensors")):
-            state.update(load_file(str(f)))
-        base.load_state_dict(state, strict=False)
+        base.load_state_dict(
+            load_safetensors_dir(run_dir / "tasks" / f"{last['index']}-{last['name']}" / "model"), strict=False
+        )
         return base, tokenizer
     state, config = concat_adapter_files(run_adapters(run_dir, results))
     with _temporary_adapter(state, config, run_dir) as folder:

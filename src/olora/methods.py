@@ -147,11 +147,11 @@ class LwFTeacher:
     """
 
     def __init__(self, model: torch.nn.Module, teacher: str, student: str, seq2seq: bool, temperature: float):
-        from olora.train import _accepts_logits_to_keep
+        from olora.train import accepts_logits_to_keep
 
         self.model, self.teacher, self.student = model, teacher, student
         self.seq2seq, self.temperature = seq2seq, temperature
-        self.use_keep = not seq2seq and _accepts_logits_to_keep(model)
+        self.use_keep = not seq2seq and accepts_logits_to_keep(model)
 
     def __call__(self, batch: dict, student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         from olora.adapters import activate

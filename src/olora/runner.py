@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 
 from olora import __version__
 from olora.adapters import (
@@ -42,7 +43,7 @@ from olora.adapters import (
     merge_into_base,
     peft_lora_config,
 )
-from olora.artifacts import load_adapter_weights, save_adapter
+from olora.artifacts import load_adapter_weights, load_safetensors_dir, save_adapter
 from olora.checkpoint import MANIFEST, verify_manifest, write_manifest
 from olora.config import RunConfig, config_to_dict, save_config
 from olora.encoding import Encoded, PromptEncoder
@@ -88,8 +89,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def prepare_output_dir(out: Path, cfg: RunConfig, force: bool) -> None:
     """Create OUT, or check that an existing OUT was made by the same config (resume)."""
-    if out.exists() and not out.is_dir():
-        raise OloraError(f"output_dir {str(out)!r} is a file: choose a folder path")
     saved = out / "config.yaml"
     if saved.is_file() and not force:
         import yaml
@@ -293,8 +292,6 @@ def _save_stage(
             files += [str(p.relative_to(stage_dir)) for p in sorted((stage_dir / "model").iterdir())]
         crash_point("save_task")
         if s.ewc is not None:
-            from safetensors.torch import save_file
-
             save_file({k: v.contiguous() for k, v in s.ewc.state_dict().items()}, str(stage_dir / "ewc.safetensors"))
             files.append("ewc.safetensors")
         if (stage_dir / "train_log.jsonl").is_file():
@@ -314,15 +311,8 @@ def _restore_stage(s: Session, stage_dir: Path, name: str | None) -> None:
     if name is not None:
         load_adapter_weights(s.model, name, stage_dir / "adapter")
     else:
-        from safetensors.torch import load_file
-
-        state = {}
-        for f in sorted((stage_dir / "model").glob("*.safetensors")):
-            state.update(load_file(str(f)))
-        s.model.load_state_dict(state, strict=False)
+        s.model.load_state_dict(load_safetensors_dir(stage_dir / "model"), strict=False)
     if s.ewc is not None:
-        from safetensors.torch import load_file
-
         s.ewc.load_state_dict(load_file(str(stage_dir / "ewc.safetensors")))
 
 

@@ -40,7 +40,7 @@ class TaskTraining:
     history: list[dict] = field(default_factory=list)
 
 
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
@@ -145,7 +145,7 @@ def train_task(
     torch.manual_seed(seed)  # dropout masks depend on (seed, task) only; a checkpoint restores its own state
     start_step = load_step_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else 0
     windows = optimizer_windows(len(examples), cfg, seed)
-    use_keep = not seq2seq and _accepts_logits_to_keep(model)
+    use_keep = not seq2seq and accepts_logits_to_keep(model)
     result = TaskTraining(steps=start_step)
     if log_path and main:
         _trim_log(log_path, start_step) if start_step else log_path.unlink(missing_ok=True)
