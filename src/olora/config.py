@@ -90,6 +90,9 @@ class TrainConfig:
     epochs: int = _f(1, "Passes over each task's training set.")
     batch_size: int = _f(8, "Examples per micro-batch.")
     grad_accum: int = _f(1, "Micro-batches per optimizer step.")
+    group_by_length: bool = _f(
+        True, "Batch examples of similar length together (less padding; batches and their order stay random)."
+    )
     lr: float = _f(1e-3, "AdamW learning rate (constant schedule, as the official runs).")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 disables clipping.")

@@ -7,6 +7,7 @@ decoder-only model starts exactly at the first answer token (no off-by-one from 
 
 Decoder-only batches are *left*-padded with explicit position ids, for training and generation
 alike: every answer then ends in the last column, so the LM head runs on the answer columns only.
+The prompts' common head is split off as ``prefix_ids`` and computed once per batch (olora.prefix).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from olora.errors import OloraError
+from olora.prefix import shared_prefix_length
 from olora.tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,27 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def collate_train(batch: list[Encoded], pad_id: int, seq2seq: bool) -> dict[str, torch.Tensor]:
+def _decoder_rows(
+    prompts: list[list[int]], tails: list[list[int]], pad_id: int, share_prefix: bool
+) -> dict[str, torch.Tensor]:
+    """Left-padded ``prompt + tail`` rows; with ``share_prefix``, the prompts' common head is
+    split off as ``prefix_ids`` (1×P) and the rest is padded after it (see olora.prefix)."""
+    shared = shared_prefix_length(prompts) if share_prefix else 0
+    input_ids, mask = _left_pad([p[shared:] + t for p, t in zip(prompts, tails, strict=True)], pad_id)
+    if not shared:
+        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids(mask)}
+    head = torch.ones((len(prompts), shared), dtype=torch.long)
+    return {
+        "prefix_ids": torch.tensor([prompts[0][:shared]]),
+        "input_ids": input_ids,
+        "attention_mask": torch.cat([head, mask], dim=1),
+        "position_ids": shared + position_ids(mask),
+    }
+
+
+def collate_train(
+    batch: list[Encoded], pad_id: int, seq2seq: bool, share_prefix: bool = True
+) -> dict[str, torch.Tensor]:
     """Seq2seq: inputs + labels (-100 on padding). Decoder-only: left-padded prompt+answer with
     labels on the answer tokens only, so ``labels[:, -n_answer:]`` holds every supervised token."""
     if seq2seq:
@@ -134,19 +156,17 @@ def collate_train(batch: list[Encoded], pad_id: int, seq2seq: bool) -> dict[str,
         labels, label_mask = _right_pad([b.target_ids for b in batch], pad_id)
         labels[label_mask == 0] = IGNORE
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-    input_ids, mask = _left_pad([b.prompt_ids + b.target_ids for b in batch], pad_id)
-    labels = torch.full_like(input_ids, IGNORE)
+    out = _decoder_rows([b.prompt_ids for b in batch], [b.target_ids for b in batch], pad_id, share_prefix)
+    labels = torch.full_like(out["input_ids"], IGNORE)
     for i, b in enumerate(batch):
-        labels[i, input_ids.shape[1] - len(b.target_ids) :] = torch.tensor(b.target_ids)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": mask,
-        "position_ids": position_ids(mask),
-        "labels": labels,
-    }
+        labels[i, labels.shape[1] - len(b.target_ids) :] = torch.tensor(b.target_ids)
+    return {**out, "labels": labels}
 
 
-def collate_prompts(batch: list[Encoded], pad_id: int, seq2seq: bool) -> dict[str, torch.Tensor]:
-    pad = _right_pad if seq2seq else _left_pad
-    input_ids, mask = pad([b.prompt_ids for b in batch], pad_id)
-    return {"input_ids": input_ids, "attention_mask": mask}
+def collate_prompts(
+    batch: list[Encoded], pad_id: int, seq2seq: bool, share_prefix: bool = True
+) -> dict[str, torch.Tensor]:
+    if seq2seq:
+        input_ids, mask = _right_pad([b.prompt_ids for b in batch], pad_id)
+        return {"input_ids": input_ids, "attention_mask": mask}
+    return _decoder_rows([b.prompt_ids for b in batch], [[] for _ in batch], pad_id, share_prefix)

@@ -4,6 +4,10 @@ Score = 100 · mean EM after SQuAD-style normalisation (lowercase, drop punctuat
 articles are kept). Generation stops at eos or after ``max_new_tokens``, which defaults to the
 longest label's token count + 1: labels are 1-5 tokens, so decoding 50 tokens (official) is waste.
 Prompts are sorted by length before batching, so little compute goes to padding.
+
+Decoder-only models decode with a plain greedy loop over the KV cache instead of ``generate()``:
+the batch's common prompt head runs once (olora.prefix), the loop stops as soon as every row has
+emitted eos, and the LM head runs on the last position only. Seq2seq models use ``generate()``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from olora.encoding import Encoded, collate_prompts
+from olora.prefix import cache_kwarg, forward_params, output_cache, prefix_cache
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 
@@ -32,6 +37,32 @@ def exact_match(prediction: str, gold: str) -> bool:
 class TaskEval:
     accuracy: float  # percent
     predictions: list[str]
+
+
+@torch.inference_mode()
+def greedy_decode(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], max_new_tokens: int, eos_id: int, pad_id: int
+) -> torch.Tensor:
+    """Greedy continuation of a left-padded decoder-only batch (from ``collate_prompts``):
+    new token ids, B × ≤max_new_tokens, ``pad_id`` after a row's eos."""
+    ids, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
+    rows = ids.shape[0]
+    kv_name = cache_kwarg(model)
+    kv = prefix_cache(model, batch["prefix_ids"], rows) if "prefix_ids" in batch else None
+    keep = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
+    done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
+    new: list[torch.Tensor] = []
+    for _ in range(max_new_tokens):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{kv_name: kv}, **keep)
+        kv = output_cache(out)
+        token = out.logits[:, -1].argmax(dim=-1).masked_fill(done, pad_id)
+        new.append(token)
+        done |= token == eos_id
+        if bool(done.all()):
+            break
+        ids, pos = token[:, None], pos[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
+    return torch.stack(new, dim=1)
 
 
 @torch.inference_mode()
@@ -54,8 +85,6 @@ def generate_answers(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    if not seq2seq and tokenizer.bos_token_id is not None:
-        config.bos_token_id = tokenizer.bos_token_id
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].prompt_ids))
     answers: list[str] = [""] * len(examples)
     was_training = model.training
@@ -65,8 +94,10 @@ def generate_answers(
         idx = order[start : start + batch_size]
         batch = collate_prompts([examples[i] for i in idx], tokenizer.pad_token_id, seq2seq)
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model.generate(**batch, generation_config=config)
-        new_tokens = out if seq2seq else out[:, batch["input_ids"].shape[1] :]
+        if seq2seq:
+            new_tokens = model.generate(**batch, generation_config=config)
+        else:
+            new_tokens = greedy_decode(model, batch, max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id)
         for i, text in zip(idx, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
             answers[i] = text.strip()
     model.train(was_training)

@@ -179,7 +179,8 @@ def eval_comparison(model, tokenizer, seq2seq: bool, n: int, batch_size: int) ->
         out = []
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
-            inputs = collate_prompts(chunk, tokenizer.pad_token_id, seq2seq)
+            inputs = collate_prompts(chunk, tokenizer.pad_token_id, seq2seq, share_prefix=False)
+            inputs.pop("position_ids", None)  # generate() derives them from the mask
             with torch.no_grad():
                 ids = model.generate(
                     **inputs,

@@ -8,7 +8,6 @@ DeepSpeed, multiplied them by ``grad_accum`` by mistake).
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from olora.config import TrainConfig
 from olora.encoding import IGNORE, Encoded, collate_train
 from olora.errors import OloraError
 from olora.faults import crash_point
+from olora.prefix import decoder_forward, forward_params
 
 
 class TrainingDiverged(OloraError):
@@ -41,8 +41,7 @@ class TaskTraining:
 
 
 def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return "logits_to_keep" in forward_params(model)
 
 
 def answer_logits(
@@ -52,7 +51,8 @@ def answer_logits(
     where nothing is supervised.
 
     Decoder-only batches are left-padded, so all answers sit in the last columns: the LM head is
-    evaluated there only (``logits_to_keep``), which saves most of its cost for long prompts.
+    evaluated there only (``logits_to_keep``), which saves most of its cost for long prompts. A
+    ``prefix_ids`` entry (the batch's common prompt head) runs once, not once per row.
     """
     if seq2seq:
         return model(**batch).logits, batch["labels"]
@@ -62,9 +62,9 @@ def answer_logits(
     keep = labels.shape[1] - first + 1  # +1: the logit before the first answer token predicts it
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     if logits_to_keep:
-        logits = model(**inputs, logits_to_keep=keep).logits
+        logits = decoder_forward(model, inputs, logits_to_keep=keep).logits
     else:
-        logits = model(**inputs).logits[:, -keep:]
+        logits = decoder_forward(model, inputs).logits[:, -keep:]
     return logits[:, :-1], labels[:, -(keep - 1) :]
 
 
@@ -79,18 +79,38 @@ def answer_nll(
     return token_nll(*answer_logits(model, batch, seq2seq, logits_to_keep))
 
 
-def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+GROUP_BATCHES = 16  # length grouping sorts windows of this many micro-batches
+
+
+def batch_order(
+    n: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None
+) -> list[list[int]]:
     """Example indices per micro-batch: a pure function of (seed, epoch), so a resumed run can find
-    its place from the step alone."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
-    return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    its place from the step alone.
+
+    With ``lengths``, batches are grouped by length (as transformers' ``group_by_length``): the
+    shuffled examples are cut into windows of ``GROUP_BATCHES`` batches, each window is sorted by
+    length and cut into batches, and the batches are shuffled again. Batches then hold examples of
+    similar length, so little compute goes to padding, while every epoch still sees a new random
+    order and mix of labels.
+    """
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    if lengths is None:
+        return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    window = batch_size * GROUP_BATCHES
+    batches = []
+    for start in range(0, n, window):
+        group = sorted(perm[start : start + window], key=lambda i: -lengths[i])
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    return [batches[k] for k in torch.randperm(len(batches), generator=g).tolist()]
 
 
-def optimizer_windows(n: int, cfg: TrainConfig, seed: int) -> list[list[list[int]]]:
+def optimizer_windows(lengths: list[int], cfg: TrainConfig, seed: int) -> list[list[list[int]]]:
     """One entry per optimizer step: the ``grad_accum`` micro-batches it accumulates."""
     windows = []
     for epoch in range(cfg.epochs):
-        batches = batch_order(n, cfg.batch_size, seed, epoch)
+        batches = batch_order(len(lengths), cfg.batch_size, seed, epoch, lengths if cfg.group_by_length else None)
         windows += [batches[i : i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
     return windows[: cfg.max_steps] if cfg.max_steps else windows
 
@@ -144,7 +164,7 @@ def train_task(
     main = accelerator.is_main_process
     torch.manual_seed(seed)  # dropout masks depend on (seed, task) only; a checkpoint restores its own state
     start_step = load_step_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else 0
-    windows = optimizer_windows(len(examples), cfg, seed)
+    windows = optimizer_windows([len(e.prompt_ids) + len(e.target_ids) for e in examples], cfg, seed)
     use_keep = not seq2seq and accepts_logits_to_keep(model)
     result = TaskTraining(steps=start_step)
     if log_path and main:

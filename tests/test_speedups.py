@@ -1,0 +1,90 @@
+"""Speed-ups that must not change results: shared prompt heads computed once (decoder-only), greedy
+decoding on the KV cache, and length-grouped batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from olora.demo_tasks import builtin_task
+from olora.encoding import PromptEncoder, collate_prompts, collate_train
+from olora.evaluate import greedy_decode
+from olora.prefix import MIN_SHARED, shared_prefix_length
+from olora.train import answer_nll
+
+
+def test_shared_prefix_length_leaves_every_row_a_token():
+    head = list(range(MIN_SHARED + 2))
+    assert shared_prefix_length([head + [1, 2], head + [3]]) == len(head)
+    assert shared_prefix_length([head + [1], head + [1]]) == len(head)  # identical rows keep their last token
+    assert shared_prefix_length([head[:3] + [9], head[:3] + [8]]) == 0  # too short to pay off
+    assert shared_prefix_length([head + [1]]) == 0  # a single row shares nothing
+
+
+@pytest.fixture
+def llama_lora(tiny_dirs):
+    from olora.models import load_model
+
+    model, tok = load_model(str(tiny_dirs["llama"]))
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    return get_peft_model(model, config).eval(), tok
+
+
+def _encoded(tok, n: int = 6):
+    task = builtin_task("newsdesk")
+    return PromptEncoder(tok, False, 256).encode(task, task.test[:n])
+
+
+def test_shared_head_gives_the_same_loss_and_gradients(llama_lora):
+    model, tok = llama_lora
+    enc = _encoded(tok)
+    shared = collate_train(enc, tok.pad_token_id, False, share_prefix=True)
+    plain = collate_train(enc, tok.pad_token_id, False, share_prefix=False)
+    assert shared["prefix_ids"].shape[1] >= MIN_SHARED
+    assert shared["input_ids"].shape[1] + shared["prefix_ids"].shape[1] == plain["input_ids"].shape[1]
+    results = []
+    for batch in (plain, shared):
+        model.zero_grad()
+        loss = answer_nll(model, batch, False)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+        results.append((loss.detach(), grads))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_greedy_decode_equals_generate(llama_lora, share_prefix):
+    model, tok = llama_lora
+    enc = _encoded(tok)
+    batch = collate_prompts(enc, tok.pad_token_id, False, share_prefix=share_prefix)
+    ours = greedy_decode(model, batch, 5, tok.eos_token_id, tok.pad_token_id)
+    plain = collate_prompts(enc, tok.pad_token_id, False, share_prefix=False)
+    with torch.no_grad():
+        ref = model.generate(
+            input_ids=plain["input_ids"],
+            attention_mask=plain["attention_mask"],
+            max_new_tokens=5,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )[:, plain["input_ids"].shape[1] :]
+    assert ours.shape[0] == ref.shape[0] and any(tok.batch_decode(ref, skip_special_tokens=True))
+    assert tok.batch_decode(ours, skip_special_tokens=True) == tok.batch_decode(ref, skip_special_tokens=True)
+
+
+def test_length_grouped_batches_cover_each_example_once_and_pad_less():
+    from olora.train import batch_order
+
+    lengths = torch.randint(20, 400, (300,), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def padded(batches):
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    grouped = batch_order(len(lengths), 8, seed=1, epoch=0, lengths=lengths)
+    plain = batch_order(len(lengths), 8, seed=1, epoch=0)
+    assert sorted(i for b in grouped for i in b) == list(range(len(lengths)))
+    assert grouped == batch_order(len(lengths), 8, seed=1, epoch=0, lengths=lengths)
+    assert grouped != batch_order(len(lengths), 8, seed=1, epoch=1, lengths=lengths)
+    assert padded(grouped) < 0.8 * padded(plain)
