@@ -82,9 +82,7 @@ def answer_nll(
 GROUP_BATCHES = 16  # length grouping sorts windows of this many micro-batches
 
 
-def batch_order(
-    n: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None
-) -> list[list[int]]:
+def batch_order(n: int, batch_size: int, seed: int, epoch: int, lengths: list[int] | None = None) -> list[list[int]]:
     """Example indices per micro-batch: a pure function of (seed, epoch), so a resumed run can find
     its place from the step alone.
 
