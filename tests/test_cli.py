@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from peft import PeftModel
 
 from olora.cli import main
@@ -92,6 +93,21 @@ def test_seqlora_trains_one_adapter_through_the_sequence(tiny_dirs, tmp_path):
     w1 = (out / "tasks" / "1-newsdesk" / "adapter" / "adapter_model.safetensors").read_bytes()
     assert w0 != w1  # the same adapter, trained further
     assert all(r.get("orth", 0.0) == 0.0 for r in _read_jsonl(out / "tasks" / "1-newsdesk" / "train_log.jsonl"))
+
+
+def test_bf16_autocast_trains_float32_adapters_with_close_losses(tiny_dirs, tmp_path):
+    from safetensors.torch import load_file
+
+    runs = {}
+    for precision in ("none", "bf16"):
+        out = tmp_path / precision
+        assert main(_args(tiny_dirs["llama"], out, f"train.mixed_precision={precision}")) == 0
+        runs[precision] = _read_jsonl(out / "tasks" / "0-sentiment" / "train_log.jsonl")
+        weights = load_file(out / "tasks" / "0-sentiment" / "adapter" / "adapter_model.safetensors")
+        assert {w.dtype for w in weights.values()} == {torch.float32}
+    first = [runs[p][0]["nll"] for p in ("none", "bf16")]
+    assert first[0] != first[1]  # autocast really ran in bfloat16
+    assert first[1] == pytest.approx(first[0], rel=0.05)
 
 
 def test_rerun_resumes_and_changed_config_is_refused(tiny_dirs, tmp_path, capsys):

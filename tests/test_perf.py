@@ -18,11 +18,15 @@ def test_naive_penalty_equals_the_fast_one(tiny_dirs):
 
 
 def test_perf_suite_runs_and_reports_ratios(tiny_dirs):
-    report = run_perf(str(tiny_dirs["llama"]), [2, 3], batch_size=2, repeats=1, eval_examples=4)
+    report = run_perf(
+        str(tiny_dirs["llama"]), [2, 3], batch_size=2, repeats=1, eval_examples=4, infer_batch_size=3, epoch_examples=12
+    )
     assert {"plain LoRA", "O-LoRA t=3 merged (default)", "O-LoRA t=3 stacked", "O-LoRA t=3 naive penalty"} <= set(
         report["train_step_s"]
     )
     assert {"base", "merged", "all 3 adapters active"} <= set(report["inference_s"])
     assert all(v > 0 for v in report["train_step_s"].values())
+    plain, fast = report["epoch"].values()
+    assert fast["mean_nll"] == pytest.approx(plain["mean_nll"], rel=1e-5)  # same examples, same weights
     text = format_perf(report)
     assert "speed-up x" in text and "ratio to plain LoRA" in text

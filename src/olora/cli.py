@@ -138,7 +138,9 @@ def cmd_perf(ns: argparse.Namespace) -> int:
 
     from olora.perf import format_perf, run_perf
 
-    report = run_perf(ns.model, ns.tasks, ns.batch_size, ns.repeats, ns.eval_examples)
+    report = run_perf(
+        ns.model, ns.tasks, ns.batch_size, ns.repeats, ns.eval_examples, ns.infer_batch_size, ns.epoch_examples
+    )
     print(format_perf(report))
     if ns.json:
         from olora.io import atomic_write_json
@@ -209,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("perf", help="measured speed ratios (train step, inference, evaluation)")
     p.add_argument("--model", default="smollm2", help="smollm2, a checkpoint folder or a hub id")
     p.add_argument("--tasks", nargs="+", type=int, default=[2, 5, 15], help="task counts t to time")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="training batch")
+    p.add_argument("--infer-batch-size", type=int, default=32, help="inference batch (the evaluator's default)")
+    p.add_argument("--epoch-examples", type=int, default=48, help="prompts in the training-epoch comparison")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--eval-examples", type=int, default=32)
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")

@@ -90,6 +90,11 @@ class TrainConfig:
     epochs: int = _f(1, "Passes over each task's training set.")
     batch_size: int = _f(8, "Examples per micro-batch.")
     grad_accum: int = _f(1, "Micro-batches per optimizer step.")
+    mixed_precision: Literal["none", "bf16"] = _f(
+        "none",
+        "'bf16': autocast model forward passes (training and evaluation) to bfloat16; weights, optimizer "
+        "and penalties stay float32. Pays off on GPUs and CPUs with AMX/AVX512-BF16, not on plain AVX2.",
+    )
     group_by_length: bool = _f(
         True, "Batch examples of similar length together (less padding; batches and their order stay random)."
     )

@@ -3,6 +3,8 @@
 * train step of O-LoRA at task t / a plain single-LoRA step, and the same with a naive penalty that
   rescans parameter names every step (what the official code does);
 * inference latency: merged model / base, all adapters active / base, folded past / base;
+* a training epoch with length-grouped batches and shared prompt heads / plain random batches
+  (same examples, so the epoch's token-weighted NLL must agree);
 * evaluation: olora's evaluator (length-sorted batches, label-sized generation budget) against a
   naive ``generate(max_new_tokens=50)`` over batches in input order, with exact-match scores.
 
@@ -29,11 +31,11 @@ from olora.adapters import (
     peft_lora_config,
 )
 from olora.config import LoRAConfig
-from olora.demo_tasks import builtin_task
+from olora.demo_tasks import BUILTIN_TASKS, builtin_task
 from olora.encoding import Encoded, PromptEncoder, collate_prompts, collate_train
 from olora.evaluate import exact_match, generate_answers, label_token_budget
 from olora.models import is_seq2seq, load_model
-from olora.train import answer_nll
+from olora.train import answer_nll, batch_order
 
 
 def naive_orthogonality(model: torch.nn.Module, past: list[str], new: str) -> torch.Tensor:
@@ -137,7 +139,7 @@ def train_step_ratios(
 
 def inference_ratios(model, tokenizer, seq2seq: bool, tasks: int, batch_size: int, repeats: int) -> dict[str, float]:
     examples, _, _ = _examples(tokenizer, seq2seq, batch_size)
-    batch = collate_train(examples, tokenizer.pad_token_id, seq2seq)
+    batch = collate_train(examples, tokenizer.pad_token_id, seq2seq, share_prefix=False)
     batch.pop("labels")
     if seq2seq:
         batch["decoder_input_ids"] = torch.zeros((len(examples), 4), dtype=torch.long)
@@ -169,6 +171,37 @@ def inference_ratios(model, tokenizer, seq2seq: bool, tasks: int, batch_size: in
         },
         repeats,
     )
+
+
+def epoch_speedup(model, tokenizer, seq2seq: bool, n: int, batch_size: int) -> dict[str, dict[str, float]]:
+    """One forward+backward pass over ``n`` training prompts of the three built-in tasks (each batch
+    from one task, as in a task sequence): random batches with full prompts vs length-grouped
+    batches that share the prompt head. No optimizer step, so both see the same weights and their
+    token-weighted mean NLL over the epoch must agree."""
+    encoder = PromptEncoder(tokenizer, seq2seq, 512)
+    per_task = [encoder.encode(t, t.train[: n // 3]) for t in map(builtin_task, BUILTIN_TASKS)]
+    model = _with_task_adapters(model, seq2seq, 0, r=8)
+    activate(model, ["new"], trainable="new")
+    model.eval()  # no dropout: both variants compute the same function
+
+    def epoch(grouped: bool) -> dict[str, float]:
+        start, nll_sum, tokens = time.perf_counter(), 0.0, 0
+        for examples in per_task:
+            lengths = [len(e.prompt_ids) + len(e.target_ids) for e in examples]
+            for idx in batch_order(len(examples), batch_size, seed=0, epoch=0, lengths=lengths if grouped else None):
+                chunk = [examples[i] for i in idx]
+                loss = answer_nll(
+                    model, collate_train(chunk, tokenizer.pad_token_id, seq2seq, share_prefix=grouped), seq2seq
+                )
+                loss.backward()
+                count = sum(len(e.target_ids) for e in chunk)
+                nll_sum, tokens = nll_sum + loss.item() * count, tokens + count
+        model.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - start
+        return {"examples_per_s": sum(map(len, per_task)) / seconds, "mean_nll": nll_sum / tokens}
+
+    epoch(False)  # warm-up
+    return {"random batches, full prompts": epoch(False), "length-grouped, shared head": epoch(True)}
 
 
 def eval_comparison(model, tokenizer, seq2seq: bool, n: int, batch_size: int) -> dict[str, float]:
@@ -216,18 +249,32 @@ def eval_comparison(model, tokenizer, seq2seq: bool, n: int, batch_size: int) ->
     return results
 
 
-def run_perf(model_name: str, task_counts: list[int], batch_size: int, repeats: int, eval_examples: int) -> dict:
+def run_perf(
+    model_name: str,
+    task_counts: list[int],
+    batch_size: int,
+    repeats: int,
+    eval_examples: int,
+    infer_batch_size: int = 32,
+    epoch_examples: int = 48,
+) -> dict:
     model, tokenizer = load_model(model_name)
     model.requires_grad_(False)
     seq2seq = is_seq2seq(model)
-    report = {"model": model_name, "threads": torch.get_num_threads()}
+    report = {
+        "model": model_name,
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "infer_batch_size": infer_batch_size,
+    }
     report["eval"] = eval_comparison(model, tokenizer, seq2seq, eval_examples, batch_size=16)
     report["train_step_s"] = train_step_ratios(
         copy.deepcopy(model), tokenizer, seq2seq, task_counts, batch_size, repeats
     )
     report["inference_s"] = inference_ratios(
-        copy.deepcopy(model), tokenizer, seq2seq, max(task_counts), batch_size, repeats
+        copy.deepcopy(model), tokenizer, seq2seq, max(task_counts), infer_batch_size, repeats
     )
+    report["epoch"] = epoch_speedup(copy.deepcopy(model), tokenizer, seq2seq, epoch_examples, batch_size)
     return report
 
 
@@ -236,8 +283,13 @@ def format_perf(report: dict) -> str:
     plain = report["train_step_s"]["plain LoRA"]
     lines += [f"  {k:<32}{v:9.4f}  x{v / plain:.3f}" for k, v in report["train_step_s"].items()]
     base = report["inference_s"]["base"]
-    lines += ["", "inference forward (median s, ratio to base)"]
+    lines += ["", f"inference forward, {report['infer_batch_size']} prompts (median s, ratio to base)"]
     lines += [f"  {k:<32}{v:9.4f}  x{v / base:.3f}" for k, v in report["inference_s"].items()]
+    lines += ["", "training epoch (forward + backward)"]
+    ep = report["epoch"]
+    lines += [f"  {k:<36}{v['examples_per_s']:8.2f} ex/s  mean NLL {v['mean_nll']:.5f}" for k, v in ep.items()]
+    speed = [v["examples_per_s"] for v in ep.values()]
+    lines.append(f"  speed-up x{speed[1] / speed[0]:.2f}")
     lines += ["", "evaluation"]
     ev = report["eval"]
     lines += [f"  {k:<36}{v['examples_per_s']:8.2f} ex/s  EM {v['exact_match']:.1f}" for k, v in ev.items()]

@@ -55,7 +55,7 @@ from olora.methods import METHODS, EWCPenalty, LwFTeacher, Method, replay_sample
 from olora.metrics import summarize
 from olora.models import is_seq2seq, load_model
 from olora.tasks import Task, load_tasks
-from olora.train import answer_nll, train_task
+from olora.train import answer_nll, autocast, train_task
 
 log = logging.getLogger(__name__)
 TEACHER = "lwf_teacher"
@@ -259,17 +259,18 @@ def _evaluate(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
         crash_point("eval_task")
         eval_adapter = s.method.adapter_name(j, task.name) if s.method.task_routing else None
         _freeze_for_eval(s, eval_adapter)
-        result = evaluate_task(
-            s.model,
-            s.tokenizer,
-            s.test_sets[task.name],
-            [e.label for e in task.test],
-            task.labels,
-            seq2seq=s.seq2seq,
-            batch_size=s.cfg.eval.batch_size,
-            max_new_tokens=s.cfg.eval.max_new_tokens,
-            device=s.accelerator.device,
-        )
+        with autocast(s.accelerator.device, s.cfg.train.mixed_precision):
+            result = evaluate_task(
+                s.model,
+                s.tokenizer,
+                s.test_sets[task.name],
+                [e.label for e in task.test],
+                task.labels,
+                seq2seq=s.seq2seq,
+                batch_size=s.cfg.eval.batch_size,
+                max_new_tokens=s.cfg.eval.max_new_tokens,
+                device=s.accelerator.device,
+            )
         row.append(round(result.accuracy, 4))
         rows += [
             {"task": task.name, "input": ex.text, "gold": ex.label, "prediction": pred}

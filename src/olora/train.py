@@ -68,6 +68,11 @@ def answer_logits(
     return logits[:, :-1], labels[:, -(keep - 1) :]
 
 
+def autocast(device: torch.device, mixed_precision: str) -> torch.autocast:
+    """bfloat16 autocast for forward passes when ``mixed_precision == "bf16"`` (a no-op otherwise)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
+
+
 def token_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over supervised tokens (Σ CE·mask / Σ mask)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=IGNORE)
@@ -179,12 +184,14 @@ def train_task(
                 indices = indices[accelerator.process_index :: accelerator.num_processes]
                 batch = collate_train([examples[i] for i in indices], pad_id, seq2seq)
                 batch = {key: v.to(accelerator.device) for key, v in batch.items()}
-                logits, target = answer_logits(wrapped, batch, seq2seq, use_keep)
+                with autocast(accelerator.device, cfg.mixed_precision):
+                    logits, target = answer_logits(wrapped, batch, seq2seq, use_keep)
                 nll = token_nll(logits, target)
                 loss = nll / len(window)
                 terms["nll"] += nll.detach() / len(window)
                 for name, (weight, fn) in batch_penalties.items():
-                    value = fn(batch, logits, target) / len(window)
+                    with autocast(accelerator.device, cfg.mixed_precision):  # LwF's teacher forward
+                        value = fn(batch, logits, target).float() / len(window)
                     terms[name] += value.detach()
                     loss = loss + weight * value
                 if k == len(window) - 1:  # weight-only penalties: once per optimizer step
