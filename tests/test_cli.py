@@ -52,6 +52,7 @@ def test_run_writes_a_complete_run(tiny_dirs, kind, tmp_path, capsys):
     assert res["architecture"] == ("seq2seq" if kind == "t5" else "decoder-only")
     assert {"torch", "transformers", "peft", "accelerate"} <= set(res["versions"])
     assert len(res["timings"]) == 2 and res["config"]["lora"]["r"] == 8
+    assert all(t["peak_rss_mb"] > 10 for t in res["timings"])
     assert (out / "config.yaml").is_file()
 
     t0, t1 = out / "tasks" / "0-sentiment", out / "tasks" / "1-newsdesk"

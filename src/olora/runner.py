@@ -77,6 +77,14 @@ def versions() -> dict[str, str]:
     }
 
 
+def peak_rss_mb() -> float:
+    """The process's peak resident set size so far, in MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if platform.system() == "Darwin" else 2**10), 1)
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
@@ -364,6 +372,7 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
         "eval_s": round(time.perf_counter() - eval_start, 3),
         "steps": training.steps,
         "n_train": len(data),
+        "peak_rss_mb": peak_rss_mb(),  # of the whole process so far (a bench grid runs many)
     }
     if s.writer is not None:
         for task, acc in zip(stage.eval_tasks, row, strict=True):
