@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from olora.encoding import Encoded, collate_prompts
-from olora.prefix import cache_kwarg, forward_params, output_cache, prefix_cache
+from olora.prefix import cache_kwarg, decoder_forward, last_logit_only, output_cache
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 
@@ -45,23 +45,22 @@ def greedy_decode(
 ) -> torch.Tensor:
     """Greedy continuation of a left-padded decoder-only batch (from ``collate_prompts``):
     new token ids, B × ≤max_new_tokens, ``pad_id`` after a row's eos."""
-    ids, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
-    rows = ids.shape[0]
-    kv_name = cache_kwarg(model)
-    kv = prefix_cache(model, batch["prefix_ids"], rows) if "prefix_ids" in batch else None
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
-    done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
+    rows = batch["input_ids"].shape[0]
+    mask, pos = batch["attention_mask"], batch["position_ids"]
+    kv_name, keep = cache_kwarg(model), last_logit_only(model)
+    out = decoder_forward(model, batch, use_cache=True, **keep)  # the prompt, its shared head run once
+    done = torch.zeros(rows, dtype=torch.bool, device=mask.device)
     new: list[torch.Tensor] = []
-    for _ in range(max_new_tokens):
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{kv_name: kv}, **keep)
-        kv = output_cache(out)
+    for step in range(max_new_tokens):
         token = out.logits[:, -1].argmax(dim=-1).masked_fill(done, pad_id)
         new.append(token)
         done |= token == eos_id
-        if bool(done.all()):
+        if bool(done.all()) or step == max_new_tokens - 1:
             break
-        ids, pos = token[:, None], pos[:, -1:] + 1
         mask = torch.cat([mask, mask.new_ones((rows, 1))], dim=1)
+        pos = pos[:, -1:] + 1
+        kv = {kv_name: output_cache(out)}
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=pos, use_cache=True, **kv, **keep)
     return torch.stack(new, dim=1)
 
 
@@ -78,7 +77,7 @@ def generate_answers(
     progress: bool = False,
 ) -> list[str]:
     """Greedy answers for each encoded prompt, in the input order."""
-    config = GenerationConfig(
+    config = GenerationConfig(  # seq2seq only: decoder-only models use greedy_decode
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,

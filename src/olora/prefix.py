@@ -61,10 +61,14 @@ def output_cache(output) -> object:
     return output.past_key_values if cache_obj is None else cache_obj
 
 
+def last_logit_only(model: torch.nn.Module) -> dict:
+    """``logits_to_keep=1`` where the model takes it: the LM head then runs on the last position only."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
+
+
 def prefix_cache(model: torch.nn.Module, prefix_ids: torch.Tensor, batch_size: int) -> object:
     """The KV cache of ``prefix_ids`` (shape 1×P), repeated for ``batch_size`` rows."""
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
-    out = _core(model)(input_ids=prefix_ids, use_cache=True, **keep)
+    out = _core(model)(input_ids=prefix_ids, use_cache=True, **last_logit_only(model))
     kv = output_cache(out)
     kv.batch_repeat_interleave(batch_size)
     return kv

@@ -184,16 +184,15 @@ def train_task(
                 indices = indices[accelerator.process_index :: accelerator.num_processes]
                 batch = collate_train([examples[i] for i in indices], pad_id, seq2seq)
                 batch = {key: v.to(accelerator.device) for key, v in batch.items()}
-                with autocast(accelerator.device, cfg.mixed_precision):
+                with autocast(accelerator.device, cfg.mixed_precision):  # the forwards (LwF's teacher too)
                     logits, target = answer_logits(wrapped, batch, seq2seq, use_keep)
+                    batch_terms = {name: fn(batch, logits, target).float() for name, (_, fn) in batch_penalties.items()}
                 nll = token_nll(logits, target)
                 loss = nll / len(window)
                 terms["nll"] += nll.detach() / len(window)
-                for name, (weight, fn) in batch_penalties.items():
-                    with autocast(accelerator.device, cfg.mixed_precision):  # LwF's teacher forward
-                        value = fn(batch, logits, target).float() / len(window)
-                    terms[name] += value.detach()
-                    loss = loss + weight * value
+                for name, value in batch_terms.items():
+                    terms[name] += value.detach() / len(window)
+                    loss = loss + batch_penalties[name][0] * value / len(window)
                 if k == len(window) - 1:  # weight-only penalties: once per optimizer step
                     for name, (weight, fn) in penalties.items():
                         value = fn()
