@@ -135,13 +135,24 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 
 
 def cmd_perf(ns: argparse.Namespace) -> int:
+    if ns.shapes:
+        from olora.shapes import format_shapes, shape_check
 
-    from olora.perf import format_perf, run_perf
+        report = []
+        for shape in ns.shapes:
+            report.append(
+                shape_check(
+                    shape, ns.device, ns.dtype, ns.batch_size, ns.prompt_len, tasks=max(ns.tasks), steps=ns.repeats
+                )
+            )
+            print(format_shapes(report[-1:]), flush=True)
+    else:
+        from olora.perf import format_perf, run_perf
 
-    report = run_perf(
-        ns.model, ns.tasks, ns.batch_size, ns.repeats, ns.eval_examples, ns.infer_batch_size, ns.epoch_examples
-    )
-    print(format_perf(report))
+        report = run_perf(
+            ns.model, ns.tasks, ns.batch_size, ns.repeats, ns.eval_examples, ns.infer_batch_size, ns.epoch_examples
+        )
+        print(format_perf(report))
     if ns.json:
         from olora.io import atomic_write_json
 
@@ -217,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--eval-examples", type=int, default=32)
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument(
+        "--shapes",
+        nargs="+",
+        default=None,
+        help="instead: LoRA vs O-LoRA step time and peak memory on random-init models of these shapes "
+        "(t5-large, llama2-7b, smollm2-135m, t5-tiny, llama-tiny) at task 1 and task max(--tasks)",
+    )
+    p.add_argument("--device", default="cpu", help="with --shapes: cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="with --shapes")
+    p.add_argument("--prompt-len", type=int, default=256, help="with --shapes: prompt tokens per example")
     p.set_defaults(func=cmd_perf)
 
     p = sub.add_parser("show", help="print the matrices and AA/BWT of finished runs")
