@@ -6,12 +6,12 @@ import pytest
 
 from olora.adapters import OrthogonalityPenalty
 from olora.models import load_model
-from olora.perf import _with_task_adapters, format_perf, naive_orthogonality, run_perf
+from olora.perf import format_perf, naive_orthogonality, run_perf, with_task_adapters
 
 
 def test_naive_penalty_equals_the_fast_one(tiny_dirs):
     model, _ = load_model(str(tiny_dirs["llama"]))
-    model = _with_task_adapters(model, False, 3, r=8)
+    model = with_task_adapters(model, False, 3, r=8)
     past = ["p0", "p1", "p2"]
     fast = OrthogonalityPenalty(model, past, "new")().item()
     assert naive_orthogonality(model, past, "new").item() == pytest.approx(fast, rel=1e-5)

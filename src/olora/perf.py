@@ -72,7 +72,7 @@ def _examples(tokenizer, seq2seq: bool, n: int) -> tuple[list[Encoded], list[str
     return encoder.encode(task, examples), [e.label for e in examples], task.labels
 
 
-def _with_task_adapters(model, seq2seq: bool, count: int, r: int) -> torch.nn.Module:
+def with_task_adapters(model, seq2seq: bool, count: int, r: int) -> torch.nn.Module:
     """``count`` past adapters p0..p{count-1} with non-zero B, and a fresh trainable 'new'."""
     cfg = LoRAConfig(r=r, dropout=0.1)
     torch.manual_seed(0)
@@ -93,7 +93,7 @@ def train_step_ratios(
     examples, _, _ = _examples(tokenizer, seq2seq, batch_size)
     batch = collate_train(examples, tokenizer.pad_token_id, seq2seq)
     max_t = max(task_counts)
-    model = _with_task_adapters(model, seq2seq, max_t - 1, r=8)
+    model = with_task_adapters(model, seq2seq, max_t - 1, r=8)
     for t in task_counts:
         if t > 1:
             concat_adapters(model, [f"p{k}" for k in range(t - 1)], f"fold{t}")
@@ -144,7 +144,7 @@ def inference_ratios(model, tokenizer, seq2seq: bool, tasks: int, batch_size: in
     if seq2seq:
         batch["decoder_input_ids"] = torch.zeros((len(examples), 4), dtype=torch.long)
     base = copy.deepcopy(model)
-    model = _with_task_adapters(model, seq2seq, tasks, r=8)
+    model = with_task_adapters(model, seq2seq, tasks, r=8)
     names = [f"p{k}" for k in range(tasks)]
     concat_adapters(model, names, "folded")
     merged = copy.deepcopy(model)
@@ -180,7 +180,7 @@ def epoch_speedup(model, tokenizer, seq2seq: bool, n: int, batch_size: int) -> d
     token-weighted mean NLL over the epoch must agree."""
     encoder = PromptEncoder(tokenizer, seq2seq, 512)
     per_task = [encoder.encode(t, t.train[: n // 3]) for t in map(builtin_task, BUILTIN_TASKS)]
-    model = _with_task_adapters(model, seq2seq, 0, r=8)
+    model = with_task_adapters(model, seq2seq, 0, r=8)
     activate(model, ["new"], trainable="new")
     model.eval()  # no dropout: both variants compute the same function
 

@@ -27,11 +27,10 @@ from collections.abc import Callable
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaConfig, PretrainedConfig, T5Config
 
-from olora.adapters import OrthogonalityPenalty, activate, add_adapter, concat_adapters, lora_layers, merge_into_base
-from olora.adapters import peft_lora_config
-from olora.config import LoRAConfig
+from olora.adapters import OrthogonalityPenalty, activate, concat_adapters, merge_into_base
 from olora.encoding import Encoded, collate_train
 from olora.errors import OloraError
+from olora.perf import with_task_adapters
 from olora.train import answer_nll
 
 T5_LARGE = dict(d_model=1024, d_ff=4096, d_kv=64, num_heads=16, num_layers=24, num_decoder_layers=24)
@@ -94,19 +93,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _with_adapters(model: torch.nn.Module, seq2seq: bool, past: int, r: int) -> torch.nn.Module:
-    cfg = LoRAConfig(r=r, dropout=0.1)
-    torch.manual_seed(0)
-    for k in range(past):
-        model = add_adapter(model, f"p{k}", peft_lora_config(cfg, model, seq2seq))
-    model = add_adapter(model, "new", peft_lora_config(cfg, model, seq2seq))
-    with torch.no_grad():
-        for layer in lora_layers(model):
-            for k in range(past):
-                layer.lora_B[f"p{k}"].weight.normal_(0, 0.01)
-    return model
-
-
 def shape_check(
     shape: str,
     device: str = "cpu",
@@ -125,7 +111,7 @@ def shape_check(
     model = build_random_model(shape, dev, getattr(torch, dtype))
     seq2seq = bool(model.config.is_encoder_decoder)
     params = sum(p.numel() for p in model.parameters())
-    model = _with_adapters(model, seq2seq, tasks - 1, r)
+    model = with_task_adapters(model, seq2seq, tasks - 1, r)
     build_s = time.perf_counter() - start
     batch = {
         k: v.to(dev)
