@@ -98,6 +98,13 @@ class TrainConfig:
     group_by_length: bool = _f(
         True, "Batch examples of similar length together (less padding; batches and their order stay random)."
     )
+    max_batch_tokens: int = _f(
+        0,
+        "Memory cap: a micro-batch larger than this many padded tokens (rows × longest row) runs as "
+        "consecutive row chunks whose token-weighted losses add up to the micro-batch's mean, so the "
+        "gradient is the same (bit-for-bit only without dropout). Peak memory then follows this cap "
+        "instead of batch_size × the longest prompt. 0 = never split.",
+    )
     lr: float = _f(1e-3, "AdamW learning rate (constant schedule, as the official runs).")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 disables clipping.")
@@ -193,6 +200,7 @@ def _validate(cfg: RunConfig) -> list[str]:
     need(cfg.data.validation_per_class > 0, "data.validation_per_class", cfg.data.validation_per_class, ">= 1")
     need(cfg.train.batch_size > 0, "train.batch_size", cfg.train.batch_size, "must be >= 1")
     need(cfg.train.grad_accum > 0, "train.grad_accum", cfg.train.grad_accum, "must be >= 1")
+    need(cfg.train.max_batch_tokens >= 0, "train.max_batch_tokens", cfg.train.max_batch_tokens, "must be >= 0")
     need(cfg.train.lr > 0, "train.lr", cfg.train.lr, "must be > 0")
     need(cfg.train.weight_decay >= 0, "train.weight_decay", cfg.train.weight_decay, "must be >= 0")
     need(cfg.train.max_grad_norm >= 0, "train.max_grad_norm", cfg.train.max_grad_norm, "must be >= 0")

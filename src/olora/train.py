@@ -8,6 +8,7 @@ DeepSpeed, multiplied them by ``grad_accum`` by mistake).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -118,6 +119,23 @@ def optimizer_windows(lengths: list[int], cfg: TrainConfig, seed: int) -> list[l
     return windows[: cfg.max_steps] if cfg.max_steps else windows
 
 
+def row_chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Positions 0..n-1 of a micro-batch cut into consecutive chunks whose padded size
+    (rows × longest row) is at most ``max_tokens`` (a longer single row is a chunk of its own);
+    ``max_tokens == 0``: one chunk."""
+    chunks: list[list[int]] = []
+    longest = 0
+    for i, length in enumerate(lengths):
+        if chunks and max_tokens and (len(chunks[-1]) + 1) * max(longest, length) > max_tokens:
+            chunks.append([])
+            longest = 0
+        if not chunks:
+            chunks.append([])
+        chunks[-1].append(i)
+        longest = max(longest, length)
+    return chunks
+
+
 def _trim_log(path: Path, last_step: int) -> None:
     """Drop log rows past ``last_step``: a resumed task rewrites them."""
     if not path.is_file():
@@ -128,6 +146,35 @@ def _trim_log(path: Path, last_step: int) -> None:
 
 WeightPenalty = Callable[[], torch.Tensor]
 BatchPenalty = Callable[[dict, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _chunk_loss(
+    model: torch.nn.Module,
+    rows: list[Encoded],
+    pad_id: int,
+    seq2seq: bool,
+    accelerator: Accelerator,
+    cfg: TrainConfig,
+    batch_penalties: dict[str, tuple[float, BatchPenalty]],
+    use_keep: bool,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """({term: detached value}, NLL + Σ λ·batch penalty) of one chunk of rows."""
+    batch = {key: v.to(accelerator.device) for key, v in collate_train(rows, pad_id, seq2seq).items()}
+    with autocast(accelerator.device, cfg.mixed_precision):  # the forwards (LwF's teacher too)
+        logits, target = answer_logits(model, batch, seq2seq, use_keep)
+        batch_terms = {name: fn(batch, logits, target).float() for name, (_, fn) in batch_penalties.items()}
+    nll = token_nll(logits, target)
+    loss = nll + sum(batch_penalties[name][0] * value for name, value in batch_terms.items())
+    return {"nll": nll.detach(), **{name: v.detach() for name, v in batch_terms.items()}}, loss
+
+
+def _check_finite(loss: torch.Tensor, desc: str, step: int, last_saved: int) -> None:
+    if not torch.isfinite(loss.detach()):
+        last = f"the checkpoint of step {last_saved}" if last_saved else "the previous task"
+        raise TrainingDiverged(
+            f"{desc}: loss is {loss.item()} at step {step}; no weights of this step were saved "
+            f"(last good state: {last}): lower train.lr"
+        )
 
 
 def train_task(
@@ -168,6 +215,12 @@ def train_task(
     torch.manual_seed(seed)  # dropout masks depend on (seed, task) only; a checkpoint restores its own state
     start_step = load_step_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else 0
     windows = optimizer_windows([len(e.prompt_ids) + len(e.target_ids) for e in examples], cfg, seed)
+    smallest = min((len(b) for w in windows for b in w), default=accelerator.num_processes)
+    if smallest < accelerator.num_processes:
+        raise OloraError(
+            f"{desc}: a micro-batch of {smallest} examples cannot be shared by {accelerator.num_processes} processes "
+            f"({len(examples)} examples, train.batch_size={cfg.batch_size}): change train.batch_size or the processes"
+        )
     use_keep = not seq2seq and accepts_logits_to_keep(model)
     result = TaskTraining(steps=start_step)
     if log_path and main:
@@ -182,29 +235,30 @@ def train_task(
             for k, indices in enumerate(window):
                 # Data parallel: each process takes its share of the micro-batch; DDP averages gradients.
                 indices = indices[accelerator.process_index :: accelerator.num_processes]
-                batch = collate_train([examples[i] for i in indices], pad_id, seq2seq)
-                batch = {key: v.to(accelerator.device) for key, v in batch.items()}
-                with autocast(accelerator.device, cfg.mixed_precision):  # the forwards (LwF's teacher too)
-                    logits, target = answer_logits(wrapped, batch, seq2seq, use_keep)
-                    batch_terms = {name: fn(batch, logits, target).float() for name, (_, fn) in batch_penalties.items()}
-                nll = token_nll(logits, target)
-                loss = nll / len(window)
-                terms["nll"] += nll.detach() / len(window)
-                for name, value in batch_terms.items():
-                    terms[name] += value.detach() / len(window)
-                    loss = loss + batch_penalties[name][0] * value / len(window)
-                if k == len(window) - 1:  # weight-only penalties: once per optimizer step
-                    for name, (weight, fn) in penalties.items():
-                        value = fn()
-                        terms[name] = value.detach()
-                        loss = loss + weight * value
-                if not torch.isfinite(loss.detach()):
-                    last = f"the checkpoint of step {result.steps}" if result.steps else "the previous task"
-                    raise TrainingDiverged(
-                        f"{desc}: loss is {loss.item()} at step {step}; no weights of this step were saved "
-                        f"(last good state: {last}): lower train.lr"
-                    )
-                accelerator.backward(loss)
+                rows = [examples[i] for i in indices]
+                supervised = sum(len(e.target_ids) for e in rows)
+                chunks = row_chunks([len(e.prompt_ids) + len(e.target_ids) for e in rows], cfg.max_batch_tokens)
+                for c, chunk in enumerate(chunks):
+                    last = k == len(window) - 1 and c == len(chunks) - 1
+                    # DDP: gradients are summed locally and all-reduced once per step, at the last backward
+                    # (processes may split their shares into different numbers of chunks).
+                    with contextlib.nullcontext() if last else accelerator.no_sync(wrapped):
+                        part = [rows[j] for j in chunk]
+                        # Σ_chunks chunk mean × chunk tokens / micro-batch tokens = the micro-batch mean.
+                        share = sum(len(e.target_ids) for e in part) / supervised
+                        terms_c, loss = _chunk_loss(
+                            wrapped, part, pad_id, seq2seq, accelerator, cfg, batch_penalties, use_keep
+                        )
+                        loss = loss * share / len(window)
+                        for name, value in terms_c.items():
+                            terms[name] += value * share / len(window)
+                        if last:  # weight-only penalties: once per optimizer step
+                            for name, (weight, fn) in penalties.items():
+                                value = fn()
+                                terms[name] = value.detach()
+                                loss = loss + weight * value
+                        _check_finite(loss, desc, step, result.steps)
+                        accelerator.backward(loss)
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
