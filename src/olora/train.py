@@ -123,17 +123,34 @@ def row_chunks(lengths: list[int], max_tokens: int) -> list[list[int]]:
     """Positions 0..n-1 of a micro-batch cut into consecutive chunks whose padded size
     (rows × longest row) is at most ``max_tokens`` (a longer single row is a chunk of its own);
     ``max_tokens == 0``: one chunk."""
-    chunks: list[list[int]] = []
+    chunks: list[list[int]] = [[]]
     longest = 0
     for i, length in enumerate(lengths):
-        if chunks and max_tokens and (len(chunks[-1]) + 1) * max(longest, length) > max_tokens:
+        if max_tokens and chunks[-1] and (len(chunks[-1]) + 1) * max(longest, length) > max_tokens:
             chunks.append([])
             longest = 0
-        if not chunks:
-            chunks.append([])
         chunks[-1].append(i)
         longest = max(longest, length)
     return chunks
+
+
+def step_pieces(
+    window: list[list[int]], examples: list[Encoded], cfg: TrainConfig, rank: int, processes: int
+) -> list[tuple[list[Encoded], float]]:
+    """The forward/backward passes of one optimizer step: (rows, share) per row chunk of each
+    micro-batch, ``share`` = the chunk's answer tokens / its micro-batch's. Σ_chunks share × chunk
+    mean NLL = the micro-batch's mean NLL, so chunking leaves the gradient unchanged.
+
+    Data parallel: each process takes its share (every ``processes``-th row) of every micro-batch.
+    """
+    pieces = []
+    for indices in window:
+        rows = [examples[i] for i in indices[rank::processes]]
+        supervised = sum(len(e.target_ids) for e in rows)
+        for chunk in row_chunks([len(e.prompt_ids) + len(e.target_ids) for e in rows], cfg.max_batch_tokens):
+            part = [rows[j] for j in chunk]
+            pieces.append((part, sum(len(e.target_ids) for e in part) / supervised))
+    return pieces
 
 
 def _trim_log(path: Path, last_step: int) -> None:
@@ -232,33 +249,25 @@ def train_task(
     try:
         for step, window in enumerate(windows[start_step:], start=start_step + 1):
             terms = {name: torch.zeros((), device=accelerator.device) for name in ["nll", *batch_penalties]}
-            for k, indices in enumerate(window):
-                # Data parallel: each process takes its share of the micro-batch; DDP averages gradients.
-                indices = indices[accelerator.process_index :: accelerator.num_processes]
-                rows = [examples[i] for i in indices]
-                supervised = sum(len(e.target_ids) for e in rows)
-                chunks = row_chunks([len(e.prompt_ids) + len(e.target_ids) for e in rows], cfg.max_batch_tokens)
-                for c, chunk in enumerate(chunks):
-                    last = k == len(window) - 1 and c == len(chunks) - 1
-                    # DDP: gradients are summed locally and all-reduced once per step, at the last backward
-                    # (processes may split their shares into different numbers of chunks).
-                    with contextlib.nullcontext() if last else accelerator.no_sync(wrapped):
-                        part = [rows[j] for j in chunk]
-                        # Σ_chunks chunk mean × chunk tokens / micro-batch tokens = the micro-batch mean.
-                        share = sum(len(e.target_ids) for e in part) / supervised
-                        terms_c, loss = _chunk_loss(
-                            wrapped, part, pad_id, seq2seq, accelerator, cfg, batch_penalties, use_keep
-                        )
-                        loss = loss * share / len(window)
-                        for name, value in terms_c.items():
-                            terms[name] += value * share / len(window)
-                        if last:  # weight-only penalties: once per optimizer step
-                            for name, (weight, fn) in penalties.items():
-                                value = fn()
-                                terms[name] = value.detach()
-                                loss = loss + weight * value
-                        _check_finite(loss, desc, step, result.steps)
-                        accelerator.backward(loss)
+            pieces = step_pieces(window, examples, cfg, accelerator.process_index, accelerator.num_processes)
+            for i, (rows, share) in enumerate(pieces):
+                last = i == len(pieces) - 1
+                # DDP: gradients add up locally and are all-reduced once, at the step's last backward
+                # (processes may cut their shares into different numbers of chunks).
+                with contextlib.nullcontext() if last else accelerator.no_sync(wrapped):
+                    chunk_terms, loss = _chunk_loss(
+                        wrapped, rows, pad_id, seq2seq, accelerator, cfg, batch_penalties, use_keep
+                    )
+                    loss = loss * share / len(window)
+                    for name, value in chunk_terms.items():
+                        terms[name] += value * share / len(window)
+                    if last:  # weight-only penalties: once per optimizer step
+                        for name, (weight, fn) in penalties.items():
+                            value = fn()
+                            terms[name] = value.detach()
+                            loss = loss + weight * value
+                    _check_finite(loss, desc, step, result.steps)
+                    accelerator.backward(loss)
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
