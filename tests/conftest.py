@@ -23,6 +23,9 @@ from transformers import (
 from olora.demo_tasks import BUILTIN_TASKS, builtin_task
 from olora.tasks import build_prompt
 
+# mixed_precision=auto picks bf16 on CPUs with bf16 units: pin float32 so that the equivalence tests
+# (and the subprocesses they start) compare the same arithmetic on every machine.
+os.environ["OLORA_CPU_BF16"] = "0"
 SPECIALS = ["<pad>", "</s>", "<s>", "<unk>"]
 DATA_DIR = Path(
     os.environ.get("OLORA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "cl_benchmark" / "CL_Benchmark")

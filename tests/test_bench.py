@@ -24,7 +24,7 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
         "--methods",
         "seqlora",
         "olora",
-        "mtl",
+        "mtl_lora",
         "--seeds",
         "1",
         "2",
@@ -35,11 +35,14 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
     ]
     assert main(args) == 0
     rows = list(csv.DictReader((out / "table.csv").open()))
-    assert [(r["order"], r["method"], r["seeds"]) for r in rows] == [("1", m, "2") for m in ("seqlora", "olora", "mtl")]
+    assert [(r["order"], r["method"], r["seeds"]) for r in rows] == [
+        ("1", m, "2") for m in ("seqlora", "olora", "mtl_lora")
+    ]
     assert all("±" in r["aa"] for r in rows)  # mean ± std over the two seeds
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Produced by `olora bench`" in text and "dbpedia → amazon → yelp → agnews" in text
-    assert "NOT the paper's split" in text
+    assert "NOT the paper's split" in text and "train.batch_size=8 (official: 64)" in text
+    assert "yelp replaces yahoo" in text  # the proxy's deviations from the standard protocol are listed
     first = (out / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns
     assert main(args) == 0  # every run finished: nothing is retrained
     assert (out / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns == first
@@ -52,8 +55,8 @@ def test_gap_closed():
     def res(method, aa):
         return {"method": method, "aa": aa, "config": {"order": "1"}}
 
-    assert gap_closed([res("seqlora", 40), res("olora", 70), res("mtl", 80)]) == {"1": 75.0}
-    assert gap_closed([res("seqlora", 50), res("olora", 40), res("mtl", 45)]) == {"1": None}
+    assert gap_closed([res("seqlora", 40), res("olora", 70), res("mtl_lora", 80)]) == {"1": 75.0}
+    assert gap_closed([res("seqlora", 50), res("olora", 40), res("mtl_ft", 45)]) == {"1": None}
 
 
 def test_hub_id_is_a_real_path(monkeypatch):

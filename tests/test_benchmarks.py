@@ -27,9 +27,19 @@ def test_orders_are_the_papers():
     for key, seq in PAPER_ORDERS.items():
         bench = b["standard"] if int(key) <= 3 else b["long"]
         assert bench.order(key) == seq.split()
-    assert b["long"].task_lambdas["dbpedia"] == [5, 0] and b["long"].task_epochs == {"MNLI": 2}
+    assert b["standard_llama"].orders == b["standard"].orders
+    six = b["long"].config_tree("6")
+    assert six["olora"]["task_lambdas"]["dbpedia"] == [5, 0] and six["train"]["task_epochs"] == {"MNLI": 2}
     assert all(len(set(o)) == len(o) for bench in b.values() for o in bench.orders.values())
-    assert set(b["long"].task_lambdas) == set(b["long"].order("6"))
+    assert set(six["olora"]["task_lambdas"]) == set(b["long"].order("6"))
+
+
+@pytest.mark.parametrize("order", ["4", "5"])
+def test_order_6_settings_do_not_leak_into_orders_4_and_5(order):
+    """long.sh's per-task λ were tuned for order 6; orders 4 and 5 use the global λ and 1 epoch."""
+    cfg = load_config(None, ["benchmark=long", f"order={order}"])
+    assert cfg.olora.task_lambdas == {} and cfg.train.task_epochs == {}
+    assert cfg.lambdas_for("yelp") == (0.5, 0.0) and cfg.epochs_for("MNLI") == 1
 
 
 def test_every_order_names_known_tasks_with_matching_labels(data_dir):
@@ -95,5 +105,5 @@ def test_validation_split_comes_from_train_only(data_dir):
 
 
 def test_get_benchmark_unknown():
-    with pytest.raises(OloraError, match="choose one of standard, long, proxy"):
+    with pytest.raises(OloraError, match="choose one of standard, standard_llama, long, proxy"):
         get_benchmark("nope")

@@ -48,7 +48,7 @@ def test_yaml_then_overrides(tmp_path):
         ("lora.r=0", "lora.r=0 is invalid: must be a positive integer"),
         ("olora.lambda_orth=-1", "olora.lambda_orth=-1.0 is invalid: must be >= 0"),
         ("train.lr=0", "train.lr=0.0 is invalid: must be > 0"),
-        ("train.max_batch_tokens=-1", "train.max_batch_tokens=-1 is invalid: must be >= 0"),
+        ("train.max_batch_tokens=-1", "train.max_batch_tokens=-1 is invalid: must be auto or >= 0"),
         ("train.batch_size=two", "train.batch_size='two' is invalid: must be an integer"),
         ("method=olra", "did you mean 'olora'?"),
         ("olora.orth=papr", "did you mean 'paper'?"),

@@ -10,7 +10,7 @@ import torch
 
 from olora.cli import main
 from olora.encoding import Encoded
-from olora.methods import METHODS, EWCPenalty, distillation_kl, replay_sample
+from olora.methods import METHODS, EWCPenalty, distillation_kl, replay_memory
 
 
 def _run(model_dir: Path, out: Path, method: str, *extra: str) -> dict:
@@ -23,6 +23,7 @@ def _run(model_dir: Path, out: Path, method: str, *extra: str) -> dict:
         "data.train_per_class=4",
         "data.test_per_class=2",
         "train.log_every=1",
+        "train.mixed_precision=none",  # float32: the equivalence tests compare to float rounding
         f"method={method}",
         f"output_dir={out}",
         *extra,
@@ -42,15 +43,21 @@ def test_every_method_runs_end_to_end(tiny_dirs, tmp_path, method):
     assert res["aa"] == pytest.approx(sum(res["matrix"][-1]) / 2)
 
 
-def test_replay_mixes_past_examples(tiny_dirs, tmp_path):
-    past = [[Encoded([1], [2]) for _ in range(10)], [Encoded([3], [4]) for _ in range(10)]]
-    sample = replay_sample(past, n_current=20, ratio=0.25, seed=0)
-    assert len(sample) == 5 and all(any(ex is p for p in past[0] + past[1]) for ex in sample)
-    assert replay_sample(past, 20, 0.25, 0) == sample
-    out = tmp_path / "replay"
-    _run(tiny_dirs["llama"], out, "replay", "baselines.replay_ratio=0.5")
+def test_replay_memory_is_bounded_per_task_and_seeded():
+    past = [[Encoded([1], [i]) for i in range(10)], [Encoded([3], [i]) for i in range(2)]]
+    memory = replay_memory(past, per_task=4, seeds=[1, 2])
+    assert len(memory) == 4 + 2  # at most 4 of each past task; the second has only 2
+    assert all(any(ex is p for p in past[0]) for ex in memory[:4]) and memory[4:] == past[1]
+    assert replay_memory(past, 4, [1, 2]) == memory
+    assert replay_memory(past, 4, [7, 2])[:4] != memory[:4]  # the memory is the task seed's sample
+
+
+@pytest.mark.parametrize("method", ["replay_lora", "replay_ft"])
+def test_replay_mixes_its_memory_into_later_tasks(tiny_dirs, tmp_path, method):
+    out = tmp_path / method
+    _run(tiny_dirs["llama"], out, method, "baselines.replay_per_task=3")
     second = json.loads((out / "tasks" / "1-newsdesk" / "task.json").read_text())
-    assert second["timings"]["n_train"] == 16 + 8  # 16 newsdesk examples + 50 % replayed sentiment
+    assert second["timings"]["n_train"] == 16 + 3  # 16 newsdesk examples + 3 remembered sentiment ones
 
 
 def test_ewc_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
@@ -63,7 +70,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
     def nll(model, batch):
         return model(torch.ones(3)).pow(2).sum()
 
-    ewc.consolidate(layer, examples, seq2seq=False, pad_id=0, nll=nll)
+    ewc.consolidate(layer, examples, seq2seq=False, pad_id=0, nll=nll, device=torch.device("cpu"))
     assert ewc().item() == 0.0
     assert all((f >= 0).all() for f in ewc.fisher.values()) and any(f.sum() > 0 for f in ewc.fisher.values())
     with torch.no_grad():
@@ -71,9 +78,49 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_away_from_it():
     assert ewc().item() > 0
 
 
-def test_ewc_run_logs_its_penalty(tiny_dirs, tmp_path):
-    out = tmp_path / "ewc"
-    _run(tiny_dirs["llama"], out, "ewc")
+def test_ewc_fisher_is_per_example_not_per_batch():
+    """F = mean_x g(x)²: for two examples with opposite gradients, the batch-mean gradient is 0 but F is not."""
+    layer = torch.nn.Linear(1, 1, bias=False)
+    examples = [Encoded([1], [1]), Encoded([1], [2])]
+
+    def nll(model, batch):  # gradient ±1 by example
+        sign = 1.0 if batch["labels"].flatten()[-1] == 1 else -1.0
+        return sign * model.weight.sum()
+
+    ewc = EWCPenalty()
+    ewc.consolidate(layer, examples, seq2seq=False, pad_id=0, nll=nll, device=torch.device("cpu"))
+    assert ewc.fisher["weight"].item() == pytest.approx(1.0)
+
+
+def test_ewc_moves_every_batch_to_the_model_device(monkeypatch):
+    """The Fisher pass must feed tensors on the run's device (it fed CPU tensors to a GPU model)."""
+    import olora.methods as methods
+
+    seen = []
+
+    def nll(model, batch):
+        seen.extend(t.device for t in batch.values())
+        return model.weight.sum()
+
+    moved = []
+    real_to = torch.Tensor.to
+
+    def spy_to(self, *args, **kwargs):
+        moved.append(args[0] if args else kwargs.get("device"))
+        return real_to(self, "cpu")
+
+    monkeypatch.setattr(torch.Tensor, "to", spy_to)
+    layer = torch.nn.Linear(1, 1, bias=False)
+    methods.EWCPenalty().consolidate(
+        layer, [Encoded([1], [1])], seq2seq=False, pad_id=0, nll=nll, device=torch.device("meta")
+    )
+    assert moved and all(d == torch.device("meta") for d in moved)
+
+
+@pytest.mark.parametrize("method", ["ewc_lora", "ewc_ft"])
+def test_ewc_run_logs_its_penalty(tiny_dirs, tmp_path, method):
+    out = tmp_path / method
+    _run(tiny_dirs["llama"], out, method)
     assert "ewc" in _log(out, "1-newsdesk")[0] and (out / "tasks" / "0-sentiment" / "ewc.safetensors").is_file()
 
 
@@ -84,24 +131,41 @@ def test_lwf_distillation_is_zero_for_identical_outputs():
     assert distillation_kl(logits, torch.randn(2, 3, 7), target).item() > 0
 
 
-def test_lwf_run_distils_from_the_previous_adapter(tiny_dirs, tmp_path):
-    out = tmp_path / "lwf"
-    _run(tiny_dirs["llama"], out, "lwf")
+@pytest.mark.parametrize("method", ["lwf_lora", "lwf_ft"])
+def test_lwf_run_distils_from_the_model_before_the_task(tiny_dirs, tmp_path, method):
+    out = tmp_path / method
+    _run(tiny_dirs["llama"], out, method)
     log = _log(out, "1-newsdesk")
     assert "lwf" in log[0] and log[0]["lwf"] == pytest.approx(0.0, abs=1e-6)  # teacher == student at step 1
     assert log[-1]["lwf"] > 0
 
 
 def test_pertask_routes_by_task_id(tiny_dirs, tmp_path):
-    res = _run(tiny_dirs["llama"], tmp_path / "pt", "pertask")
+    res = _run(tiny_dirs["llama"], tmp_path / "pt", "pertask_lora")
     assert res["matrix"][1][0] == res["matrix"][0][0] and res["bwt"] == 0.0
     cfg = json.loads((tmp_path / "pt" / "tasks" / "1-newsdesk" / "adapter" / "adapter_config.json").read_text())
     assert cfg["r"] == 8
 
 
-def test_mtl_trains_once_on_all_tasks(tiny_dirs, tmp_path):
-    out = tmp_path / "mtl"
-    res = _run(tiny_dirs["llama"], out, "mtl")
+def test_pertask_ft_starts_every_task_from_the_base_model(tiny_dirs, tmp_path):
+    """Task 2's model does not depend on what task 1 was: each task trains a fresh copy of the base."""
+    from safetensors.torch import load_file
+
+    _run(tiny_dirs["llama"], tmp_path / "a", "pertask_ft")
+    _run(tiny_dirs["llama"], tmp_path / "b", "pertask_ft", "tasks=[helpline,newsdesk]")
+    _run(tiny_dirs["llama"], tmp_path / "seq", "seqft")
+    a, b, seq = (
+        load_file(str(tmp_path / run / "tasks" / "1-newsdesk" / "model" / "model.safetensors"))
+        for run in ("a", "b", "seq")
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], seq[k]) for k in a)  # seqft continues from task 1's weights
+
+
+@pytest.mark.parametrize("method", ["mtl_lora", "mtl_ft"])
+def test_mtl_trains_once_on_all_tasks(tiny_dirs, tmp_path, method):
+    out = tmp_path / method
+    res = _run(tiny_dirs["llama"], out, method)
     stage = json.loads((out / "tasks" / "0-all" / "task.json").read_text())
     assert stage["timings"]["n_train"] == 8 + 16 and len(stage["tasks"]) == 2
     assert res["matrix"][0] == res["matrix"][1][:1] and res["bwt"] == 0.0 and res["forgetting"] == 0.0

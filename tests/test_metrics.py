@@ -10,7 +10,8 @@ def test_two_by_two():
     assert average_accuracy(m) == pytest.approx(75.0)
     assert backward_transfer(m) == pytest.approx(-20.0)  # 70 - 90
     assert forgetting(m) == pytest.approx(20.0)
-    assert forward_transfer(m, [50.0, 60.0]) == pytest.approx(20.0)  # 80 - 60
+    # FWT (Lopez-Paz & Ranzato): task 1's score before training it (65) minus the untrained model's (60)
+    assert forward_transfer([None, 65.0], [50.0, 60.0]) == pytest.approx(5.0)
 
 
 def test_three_by_three():
@@ -20,8 +21,10 @@ def test_three_by_three():
     assert backward_transfer(m) == pytest.approx(2.5)
     # forgetting: task0 max(80, 85) - 75 = 10; task1 max(60) - 70 = -10 -> mean 0
     assert forgetting(m) == pytest.approx(0.0)
-    # FWT: ((60 - 50) + (90 - 70)) / 2 = 15
-    assert forward_transfer(m, [0.0, 50.0, 70.0]) == pytest.approx(15.0)
+    # FWT: ((55 - 50) + (80 - 70)) / 2 = 7.5; the diagonal (60, 90) is not what FWT measures
+    assert forward_transfer([None, 55.0, 80.0], [0.0, 50.0, 70.0]) == pytest.approx(7.5)
+    with pytest.raises(ValueError, match="before it was trained"):
+        forward_transfer([None, None, 80.0], [0.0, 50.0, 70.0])
 
 
 def test_square_matrix_ignores_entries_above_diagonal():

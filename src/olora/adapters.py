@@ -166,13 +166,61 @@ def merge_into_base(model: torch.nn.Module, name: str) -> None:
     """W0 += s·B·A for adapter ``name`` in every layer (the paper's "past LoRAs can be merged").
 
     Done by hand rather than with peft's ``merge``: a peft layer with a merged adapter skips every
-    LoRA branch in its forward, including the one being trained.
+    LoRA branch in its forward, including the one being trained. Only into float32 weights: a bf16
+    weight keeps 8 bits of mantissa, so an update ~1e-3 of the weight's size loses most of its bits.
     """
     for layer in lora_layers(model):
         if name in layer.lora_A:
-            delta = layer.lora_B[name].weight @ layer.lora_A[name].weight * layer.scaling[name]
             weight = layer.get_base_layer().weight
-            weight += (delta.T if getattr(layer, "fan_in_fan_out", False) else delta).to(weight.dtype)
+            if weight.dtype != torch.float32:
+                raise OloraError(f"merging adapter {name!r} into {weight.dtype} weights would lose precision")
+            delta = layer.lora_B[name].weight @ layer.lora_A[name].weight * layer.scaling[name]
+            weight += delta.T if getattr(layer, "fan_in_fan_out", False) else delta
+
+
+class SharedDropout(torch.nn.Dropout):
+    """One dropout mask for every adapter of a layer within one forward (the official code's
+    behaviour: old and new LoRA branches read the same ``dropout(x)``).
+
+    peft calls each active adapter's dropout on the same input tensor; the first call samples the
+    mask and the following calls with that tensor reuse the result. The cache is cleared after the
+    layer's forward (a hook), so no activation outlives it.
+    """
+
+    def __init__(self, p: float):
+        super().__init__(p)
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self._cache is not None and self._cache[0] is x:
+            return self._cache[1]
+        out = super().forward(x)
+        self._cache = (x, out)
+        return out
+
+    def clear(self, *_: object) -> None:
+        self._cache = None
+
+
+def set_past_dropout(model: torch.nn.Module, past: list[str], new: str, mode: str) -> None:
+    """Dropout of the past adapters while ``new`` trains: 'off' (identity) or 'shared' with ``new``."""
+    for layer in lora_layers(model):
+        if new not in layer.lora_dropout:
+            continue
+        old_hook = getattr(layer, "_olora_dropout_hook", None)
+        if old_hook is not None:
+            old_hook.remove()
+            layer._olora_dropout_hook = None
+        if mode == "shared":
+            current = layer.lora_dropout[new]
+            shared = SharedDropout(current.p if isinstance(current, torch.nn.Dropout) else 0.0)
+            layer.lora_dropout[new] = shared
+            layer._olora_dropout_hook = layer.register_forward_hook(shared.clear)
+        for name in past:
+            if name in layer.lora_dropout:
+                layer.lora_dropout[name] = layer.lora_dropout[new] if mode == "shared" else torch.nn.Identity()
 
 
 @torch.no_grad()

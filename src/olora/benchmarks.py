@@ -1,4 +1,9 @@
-"""The paper's task orders, shipped as data (``configs/benchmarks.yaml``)."""
+"""The paper's task orders and settings, shipped as data (``configs/benchmarks.yaml``).
+
+A benchmark gives, per order, the task sequence and a tree of config defaults (the benchmark's
+``defaults`` merged with the order's ``order_defaults``). ``protocol_values`` are the values a run must
+keep to follow the official protocol; ``deviations`` lists where a resolved config departs from them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,14 +20,35 @@ from olora.errors import OloraError
 BENCHMARKS_FILE = Path(__file__).parent / "configs" / "benchmarks.yaml"
 
 
+def deep_merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``, recursively for mappings that both hold (a new dict; inputs unchanged)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``; per-task mappings (task_lambdas, task_epochs) stay whole."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and not key.startswith("task_"):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 @dataclass(frozen=True)
 class Benchmark:
     name: str
     description: str
     orders: dict[str, list[str]]
-    task_lambdas: dict[str, list[float]] = field(default_factory=dict)
-    task_epochs: dict[str, int] = field(default_factory=dict)
-    carve_missing: bool = False
+    defaults: dict = field(default_factory=dict)
+    order_defaults: dict[str, dict] = field(default_factory=dict)
+    protocol: str = "paper"  # "paper", or the benchmark whose protocol this one stands in for
+    paper_model: dict = field(default_factory=dict)
+    fixed_deviations: tuple[str, ...] = ()
 
     def order(self, key: str | int) -> list[str]:
         key = str(key)
@@ -30,6 +57,26 @@ class Benchmark:
                 f"order={key!r} is not an order of benchmark {self.name!r}: choose one of {', '.join(self.orders)}"
             )
         return list(self.orders[key])
+
+    def config_tree(self, key: str | int) -> dict:
+        """The config defaults this benchmark sets for order ``key``, tasks included."""
+        tree = deep_merge(self.defaults, self.order_defaults.get(str(key), {}))
+        return {**tree, "tasks": self.order(key)}
+
+    def reference(self) -> Benchmark:
+        """The benchmark whose official values this one is judged against (itself for paper presets)."""
+        return self if self.protocol == "paper" else get_benchmark(self.protocol)
+
+    def protocol_values(self, key: str | int) -> dict[str, Any]:
+        """Flat ``{key: official value}`` for order ``key`` (the reference benchmark's same order number
+        if it has one, else its first order's settings)."""
+        ref = self.reference()
+        order = str(key) if str(key) in ref.orders else next(iter(ref.orders))
+        tree = deep_merge(ref.defaults, ref.order_defaults.get(order, {}))
+        values = flatten(tree)
+        values.setdefault("olora.task_lambdas", {})
+        values.setdefault("train.task_epochs", {})
+        return values
 
 
 @cache
@@ -40,9 +87,11 @@ def load_benchmarks() -> dict[str, Benchmark]:
             name=name,
             description=" ".join(str(spec.get("description", "")).split()),
             orders={str(k): list(v) for k, v in spec["orders"].items()},
-            task_lambdas={k: list(v) for k, v in (spec.get("task_lambdas") or {}).items()},
-            task_epochs=dict(spec.get("task_epochs") or {}),
-            carve_missing=bool(spec.get("carve_missing", False)),
+            defaults=spec.get("defaults") or {},
+            order_defaults={str(k): v for k, v in (spec.get("order_defaults") or {}).items()},
+            protocol=str(spec.get("protocol", "paper")),
+            paper_model=spec.get("paper_model") or {},
+            fixed_deviations=tuple(spec.get("deviations") or ()),
         )
         for name, spec in raw.items()
     }
@@ -55,3 +104,29 @@ def get_benchmark(name: str) -> Benchmark:
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise OloraError(f"benchmark {name!r} is unknown: {hint}choose one of {', '.join(benchmarks)}")
     return benchmarks[name]
+
+
+def config_deviations(bench: Benchmark, order: str, config: dict) -> list[str]:
+    """Where the resolved config (as a nested dict) departs from the benchmark's official values."""
+    official = bench.protocol_values(order)
+    flat = flatten(config)
+    out = list(bench.fixed_deviations)
+    for key, value in official.items():
+        if flat.get(key) != value:
+            out.append(f"{key}={_show(flat.get(key))} (official: {_show(value)})")
+    return out
+
+
+def model_deviation(bench: Benchmark, model_config: Any, model_name: str) -> str | None:
+    """A deviation line if the loaded model is not the paper's (compared on its HF config, not its name)."""
+    signature = {k: v for k, v in bench.reference().paper_model.items() if k != "label"}
+    if not signature:
+        return None
+    if all(getattr(model_config, k, None) == v for k, v in signature.items()):
+        return None
+    label = bench.reference().paper_model.get("label", "the paper's model")
+    return f"model={model_name} (official: {label})"
+
+
+def _show(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()

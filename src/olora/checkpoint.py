@@ -1,8 +1,8 @@
 """Step checkpoints and manifests: a run killed at any moment resumes to the same numbers.
 
 A step checkpoint holds everything that decides the rest of the task: the trainable weights, the
-optimizer state, the torch RNG state (dropout) and the step reached; the data order is a pure
-function of (seed, epoch), so the step is enough to find the next batch. It is written to a
+optimizer state, the RNG states of the CPU and of every CUDA device (dropout) and the step reached;
+the data order is a pure function of (seed, epoch), so the step is enough to find the next batch. It is written to a
 temporary folder and renamed into place, with a manifest of sha256 digests that is checked before
 anything saved is used again.
 """
@@ -52,6 +52,23 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+def rng_state() -> dict:
+    """torch's RNG states: the CPU generator and, where CUDA is up, every device's (dropout on a GPU
+    draws from the device's generator, so restoring the CPU one alone would not make resume exact)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict | torch.Tensor) -> None:
+    if isinstance(state, torch.Tensor):  # checkpoints of olora < 0.2 hold the CPU state only
+        state = {"cpu": state}
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def save_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -59,7 +76,7 @@ def save_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.
     weights = {k: v.detach().cpu().contiguous() for k, v in _trainable(model).items()}
     save_file(weights, str(tmp / "weights.safetensors"))
     torch.save(
-        {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "step": step},
+        {"optimizer": optimizer.state_dict(), "rng": rng_state(), "step": step},
         tmp / "trainer_state.pt",
     )
     write_manifest(tmp, ["weights.safetensors", "trainer_state.pt"])
@@ -85,6 +102,6 @@ def load_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.
             params[name].copy_(value)
     state = torch.load(folder / "trainer_state.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     log.info("resuming from %s at step %d", folder, state["step"])
     return int(state["step"])

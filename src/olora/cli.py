@@ -44,6 +44,24 @@ def _setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def cmd_config(ns: argparse.Namespace) -> int:
+    """Print the fully resolved config (presets applied, per-task values expanded) and exit."""
+    import yaml
+
+    from olora.config import config_to_dict, load_config
+
+    path, overrides = _split_config_args(ns.args)
+    cfg = load_config(path, overrides)
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, width=110), end="")
+    if cfg.benchmark is not None:
+        from olora.benchmarks import config_deviations, get_benchmark
+
+        deviations = config_deviations(get_benchmark(cfg.benchmark), cfg.order, config_to_dict(cfg))
+        print("# deviations from the official protocol (before the model and data are loaded):")
+        print("\n".join(f"#  - {d}" for d in deviations) or "#  none")
+    return 0
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from olora.config import load_config
     from olora.report import format_matrix, format_summary
@@ -54,6 +72,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
     results = run(cfg, force=ns.force)
     print(format_matrix(results["tasks"], results["matrix"]))
     print(format_summary(results))
+    for line in (results.get("protocol") or {}).get("deviations", []):
+        print(f"deviation: {line}")
     print(f"results: {Path(cfg.output_dir) / 'results.json'}")
     return 0
 
@@ -182,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="continue a run dir made with another config")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser(
+        "config",
+        help="print the resolved config (presets applied) and exit",
+        description="olora config [CONFIG.yaml | demo] [key=value ...]",
+    )
+    p.add_argument("args", nargs="*", help="optional config file, then key=value overrides")
+    p.set_defaults(func=cmd_config)
+
     p = sub.add_parser("demo", help="O-LoRA vs SeqLoRA on the built-in sequence with SmolLM2")
     p.add_argument("overrides", nargs="*", help="key=value overrides for both runs")
     p.add_argument("--out", default="runs/demo", help="parent folder of the two runs")
@@ -192,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", help="optional config file, then key=value overrides for every run")
     p.add_argument("--benchmark", default="proxy", help="standard, long or proxy (configs/benchmarks.yaml)")
     p.add_argument("--orders", nargs="+", default=["1"], help="orders of the benchmark")
-    p.add_argument("--methods", nargs="+", default=["seqlora", "inclora", "olora", "mtl"])
+    p.add_argument("--methods", nargs="+", default=["seqlora", "inclora", "olora", "mtl_lora"])
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
     p.add_argument("--out", default="runs/bench", help="parent folder of the grid's runs")
     p.add_argument("--results-md", default=None, help="also write the table to this Markdown file")

@@ -48,18 +48,32 @@ class OLoRAConfig:
         "merge",
         "How the frozen past adapters run while a new task trains and is evaluated: 'merge' adds "
         "Σ s_i B_i A_i into the base weights (no extra cost: O-LoRA then costs what plain LoRA costs), "
-        "'stack' runs them as one stacked LoRA, 'none' as t separate LoRAs. Same outputs up to float rounding.",
+        "'stack' runs them as one stacked LoRA, 'none' as t separate LoRAs. Same outputs up to float rounding. "
+        "'merge' needs float32 base weights: with bf16/fp16 weights the run stacks instead (and says so), "
+        "since adding small updates into low-precision weights loses a large part of them.",
+    )
+    past_dropout: Literal["off", "shared"] = _f(
+        "off",
+        "Dropout on the past adapters' input while a task trains: 'off' (they see the clean input, as merged "
+        "weights do) or 'shared' (the official code: one dropout mask shared by the past and the new adapter "
+        "of a layer; needs fold_past=stack or none). Evaluation never uses dropout.",
     )
     task_lambdas: dict[str, list[float]] = _f(
-        {}, "Per-task [lambda_orth, lambda_l2] overrides, e.g. {dbpedia: [5, 0]} (order 6 uses them)."
+        {}, "Per-task [lambda_orth, lambda_l2] overrides, e.g. {dbpedia: [5, 0]} (benchmark=long order=6 sets them)."
     )
 
 
 @dataclass
 class BaselineConfig:
-    replay_ratio: float = _f(0.2, "replay: past examples mixed in, as a fraction of the current task's size.")
+    replay_per_task: int = _f(
+        50,
+        "replay: examples kept per past task in a bounded memory (a seeded sample taken when the task "
+        "ends), all mixed into every later task's training data. The paper does not give its size.",
+    )
     ewc_lambda: float = _f(1000.0, "ewc: weight of ½·Σ F·(θ − θ*)².")
-    ewc_batches: int = _f(16, "ewc: batches used to estimate each task's diagonal Fisher.")
+    ewc_examples: int = _f(
+        64, "ewc: training examples whose per-example squared gradients estimate each task's diagonal Fisher."
+    )
     lwf_lambda: float = _f(1.0, "lwf: weight of the distillation term.")
     lwf_temperature: float = _f(2.0, "lwf: softmax temperature of the distillation term.")
 
@@ -88,28 +102,37 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = _f(1, "Passes over each task's training set.")
-    batch_size: int = _f(8, "Examples per micro-batch.")
+    batch_size: int = _f(
+        8,
+        "Examples per micro-batch, over all processes (the official scripts' global batch is 64 = 8 per GPU × 8 "
+        "GPUs; the paper presets set 64). train.max_batch_tokens bounds the memory a large batch needs.",
+    )
     grad_accum: int = _f(1, "Micro-batches per optimizer step.")
-    mixed_precision: Literal["none", "bf16"] = _f(
-        "none",
-        "'bf16': autocast model forward passes (training and evaluation) to bfloat16; weights, optimizer "
-        "and penalties stay float32. Pays off on GPUs and CPUs with AMX/AVX512-BF16, not on plain AVX2.",
+    mixed_precision: Literal["auto", "none", "bf16"] = _f(
+        "auto",
+        "'bf16': autocast model forward passes (training and evaluation) to bfloat16; adapters, optimizer "
+        "and penalties stay float32. 'auto': bf16 on CUDA GPUs with bf16 and on CPUs with bf16 units "
+        "(AVX512-BF16/AMX), none elsewhere. 'none': float32 forwards, bit-for-bit comparable with old runs.",
     )
     group_by_length: bool = _f(
         True, "Batch examples of similar length together (less padding; batches and their order stay random)."
     )
-    max_batch_tokens: int = _f(
-        0,
+    max_batch_tokens: int | Literal["auto"] = _f(
+        "auto",
         "Memory cap: a micro-batch larger than this many padded tokens (rows × longest row) runs as "
         "consecutive row chunks whose token-weighted losses add up to the micro-batch's mean, so the "
         "gradient is the same (bit-for-bit only without dropout). Peak memory then follows this cap "
-        "instead of batch_size × the longest prompt. 0 = never split.",
+        "instead of batch_size × the longest prompt. 'auto': from the model's size and the memory "
+        "available (see olora.resources); 0 = never split.",
     )
     lr: float = _f(1e-3, "AdamW learning rate (constant schedule, as the official runs).")
+    first_task_lr: float | None = _f(
+        None, "Learning rate of the first task only; null = train.lr (the official LLaMA scripts: 1e-3, then 1e-4)."
+    )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm; 0 disables clipping.")
     max_steps: int | None = _f(None, "Cap on optimizer steps per task (for smoke tests).")
-    task_epochs: dict[str, int] = _f({}, "Per-task epochs overrides, e.g. {MNLI: 2} (order 6 uses it).")
+    task_epochs: dict[str, int] = _f({}, "Per-task epochs overrides, e.g. {MNLI: 2} (benchmark=long order=6 sets it).")
     log_every: int = _f(10, "Write training metrics every N optimizer steps.")
     checkpoint_every: int = _f(
         50, "Save a resumable checkpoint every N optimizer steps (and at each task's end); 0 = end only."
@@ -119,7 +142,16 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     batch_size: int = _f(32, "Prompts per generation batch.")
-    max_new_tokens: int | None = _f(None, "Generation limit; null = longest label + 1.")
+    max_new_tokens: int | None = _f(
+        None,
+        "Generation limit; null = the longest label's tokens + 2 (eos and one spare). The official code "
+        "decodes 50 tokens (the paper presets set 50): a shorter limit can turn 'label + more text' into a hit.",
+    )
+    forward_transfer: bool = _f(
+        False,
+        "Also evaluate each task before it is trained (after the previous task) and the base model on every "
+        "task, so results hold FWT as Lopez-Paz & Ranzato (2017) define it. Costs two extra evaluations per task.",
+    )
 
 
 @dataclass
@@ -127,15 +159,25 @@ class LogConfig:
     tensorboard: bool = _f(False, "Also write losses and accuracies to OUT/tensorboard (needs tensorboard).")
 
 
+MethodName = Literal[
+    "olora", "inclora", "seqlora", "seqft", "replay_ft", "ewc_ft", "lwf_ft", "mtl_ft", "pertask_ft",
+    "replay_lora", "ewc_lora", "lwf_lora", "mtl_lora", "pertask_lora",
+]  # fmt: skip
+# Names of olora < 0.2, where these baselines trained one LoRA adapter; the paper's are full fine-tuning.
+RENAMED_METHODS = {
+    n: f"{n}_lora (what olora < 0.2 ran) or {n}_ft (the paper's)" for n in ("replay", "ewc", "lwf", "mtl", "pertask")
+}
+
+
 @dataclass
 class RunConfig:
     model: str = _f("smollm2", "'smollm2' (embedded default), a local checkpoint folder, or a Hugging Face hub id.")
-    method: Literal["olora", "inclora", "seqlora", "seqft", "replay", "ewc", "lwf", "mtl", "pertask"] = _f(
+    method: MethodName = _f(
         "olora",
         "olora = new adapter per task + orthogonality; inclora = same without the penalty; "
         "seqlora = one adapter trained on every task in turn; seqft = full fine-tuning in turn; "
-        "replay/ewc/lwf = seqlora + rehearsal / EWC / distillation; mtl = all tasks at once; "
-        "pertask = one adapter per task, chosen by task id at inference (see olora.methods).",
+        "replay_ft/ewc_ft/lwf_ft/mtl_ft/pertask_ft = the paper's baselines (full fine-tuning); "
+        "replay_lora/ewc_lora/lwf_lora/mtl_lora/pertask_lora = the same on one LoRA adapter (see olora.methods).",
     )
     tasks: list[str] = _f(
         ["sentiment", "newsdesk", "helpline"], "Task names in training order (data.dir tasks or built-in)."
@@ -145,7 +187,9 @@ class RunConfig:
     )
     order: str | None = _f(None, "The benchmark's order (standard/proxy: 1-3, long: 4-6).")
     seed: int = _f(42, "Seed for data sampling, adapter initialisation and dropout.")
-    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "Model weights dtype.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "Model weights dtype; 'auto' = bfloat16 on CUDA GPUs that support it, float32 elsewhere."
+    )
     output_dir: str = _f("runs/latest", "Where the run writes config, adapters, predictions, results.")
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     olora: OLoRAConfig = field(default_factory=OLoRAConfig)
@@ -157,6 +201,10 @@ class RunConfig:
 
     def epochs_for(self, task: str) -> int:
         return self.train.task_epochs.get(task, self.train.epochs)
+
+    def lr_for(self, index: int) -> float:
+        """The learning rate of the ``index``-th task (0-based)."""
+        return self.train.first_task_lr if index == 0 and self.train.first_task_lr is not None else self.train.lr
 
     def lambdas_for(self, task: str) -> tuple[float, float]:
         """(λ1, λ2) for ``task``: the per-task override if any, else the global values."""
@@ -184,10 +232,16 @@ def _validate(cfg: RunConfig) -> list[str]:
     for task, lams in cfg.olora.task_lambdas.items():
         ok = len(lams) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in lams)
         need(ok, f"olora.task_lambdas.{task}", lams, "must be [lambda_orth, lambda_l2], both >= 0")
+    need(
+        cfg.olora.past_dropout == "off" or cfg.olora.fold_past != "merge",
+        "olora.past_dropout",
+        cfg.olora.past_dropout,
+        "'shared' needs the past adapters in the forward pass: set olora.fold_past=stack",
+    )
     b = cfg.baselines
-    need(0 <= b.replay_ratio <= 10, "baselines.replay_ratio", b.replay_ratio, "must be in [0, 10]")
+    need(b.replay_per_task >= 0, "baselines.replay_per_task", b.replay_per_task, "must be >= 0")
     need(b.ewc_lambda >= 0, "baselines.ewc_lambda", b.ewc_lambda, "must be >= 0")
-    need(b.ewc_batches > 0, "baselines.ewc_batches", b.ewc_batches, "must be >= 1")
+    need(b.ewc_examples > 0, "baselines.ewc_examples", b.ewc_examples, "must be >= 1")
     need(b.lwf_lambda >= 0, "baselines.lwf_lambda", b.lwf_lambda, "must be >= 0")
     need(b.lwf_temperature > 0, "baselines.lwf_temperature", b.lwf_temperature, "must be > 0")
     for key in ("train_per_class", "test_per_class"):
@@ -200,8 +254,11 @@ def _validate(cfg: RunConfig) -> list[str]:
     need(cfg.data.validation_per_class > 0, "data.validation_per_class", cfg.data.validation_per_class, ">= 1")
     need(cfg.train.batch_size > 0, "train.batch_size", cfg.train.batch_size, "must be >= 1")
     need(cfg.train.grad_accum > 0, "train.grad_accum", cfg.train.grad_accum, "must be >= 1")
-    need(cfg.train.max_batch_tokens >= 0, "train.max_batch_tokens", cfg.train.max_batch_tokens, "must be >= 0")
+    tokens = cfg.train.max_batch_tokens
+    need(tokens == "auto" or tokens >= 0, "train.max_batch_tokens", tokens, "must be auto or >= 0")
     need(cfg.train.lr > 0, "train.lr", cfg.train.lr, "must be > 0")
+    first_lr = cfg.train.first_task_lr
+    need(first_lr is None or first_lr > 0, "train.first_task_lr", first_lr, "must be > 0 or null")
     need(cfg.train.weight_decay >= 0, "train.weight_decay", cfg.train.weight_decay, "must be >= 0")
     need(cfg.train.max_grad_norm >= 0, "train.max_grad_norm", cfg.train.max_grad_norm, "must be >= 0")
     need(
@@ -235,8 +292,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        reasons = []
+        for inner in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, inner, key)
+            except ValueError as exc:
+                reasons.append(str(exc))
+        raise ValueError(" or ".join(reasons))
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -347,10 +409,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for text in overrides or []:
         keys, value = parse_override(text)
         _set_path(tree, keys, value)
+    if tree.get("method") in RENAMED_METHODS:
+        raise OloraError(f"method={tree['method']!r} is ambiguous now: use {RENAMED_METHODS[tree['method']]}")
+    if "benchmark" in tree or "order" in tree:
+        tree = _with_benchmark(tree)
     errors: list[str] = []
     cfg = _build(RunConfig, tree, "", errors)
-    if not errors and (cfg.benchmark is not None or cfg.order is not None):
-        _apply_benchmark(cfg, explicit_tasks="tasks" in tree)
     if not errors:
         errors = _validate(cfg)
     if errors:
@@ -358,20 +422,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
-def _apply_benchmark(cfg: RunConfig, explicit_tasks: bool) -> None:
-    """benchmark= + order= set the task sequence and the benchmark's per-task settings; values the
-    user gave (olora.task_lambdas, train.task_epochs) win over the benchmark's."""
-    from olora.benchmarks import get_benchmark
+def _with_benchmark(tree: dict[str, Any]) -> dict[str, Any]:
+    """benchmark= + order= put the benchmark's settings for that order (task sequence, official
+    hyperparameters, per-task λ and epochs of that order only) under the user's values, which win."""
+    from olora.benchmarks import deep_merge, get_benchmark
 
-    if cfg.benchmark is None or cfg.order is None:
+    if tree.get("benchmark") is None or tree.get("order") is None:
         raise OloraError("benchmark= and order= go together, e.g. benchmark=standard order=1")
-    if explicit_tasks:
+    if "tasks" in tree:
         raise OloraError("give either tasks=[...] or benchmark= with order=, not both")
-    bench = get_benchmark(cfg.benchmark)
-    cfg.tasks = bench.order(cfg.order)
-    cfg.olora.task_lambdas = {**bench.task_lambdas, **cfg.olora.task_lambdas}
-    cfg.train.task_epochs = {**bench.task_epochs, **cfg.train.task_epochs}
-    cfg.data.carve_missing = cfg.data.carve_missing or bench.carve_missing
+    tree["order"] = str(tree["order"])
+    return deep_merge(get_benchmark(str(tree["benchmark"])).config_tree(tree["order"]), tree)
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def _export_info(run_dir: Path, results: dict, fmt: str) -> dict:
         "model": results["config"]["model"],
         "tasks": tasks,
         "data": results["config"]["data"],
-        "dtype": results["config"]["dtype"],
+        "dtype": run_dtype(results),
     }
 
 
@@ -82,8 +82,8 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
     method = METHODS[results["method"]]
     if method.task_routing:
         raise OloraError(
-            "pertask picks an adapter by task id: there is no single model to export; use "
-            "tasks/<i>-<name>/adapter directly"
+            f"{results['method']} picks an adapter or model by task id: there is no single model to export; use "
+            "tasks/<i>-<name>/adapter (or model) directly"
         )
     if out.exists() and not out.is_dir():
         raise OloraError(f"export target {str(out)!r} is a file: choose a folder path")
@@ -92,7 +92,7 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
     tmp.mkdir(parents=True)
     if fmt == "adapter":
         if method.full_finetune:
-            raise OloraError("seqft trains the whole model, so it has no adapter: use --format merged")
+            raise OloraError(f"{results['method']} trains the whole model, so it has no adapter: use --format merged")
         state, config = concat_adapter_files(run_adapters(run_dir, results))
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / ADAPTER_WEIGHTS))
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -107,16 +107,23 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
     return out
 
 
-def final_model(run_dir: Path, results: dict):
-    """(model, tokenizer) of the run's final state as one plain transformers model (no peft)."""
+def run_dtype(results: dict) -> str:
+    """The weights dtype the run used ('auto' resolved; results of olora < 0.2 name it in the config)."""
+    chosen = (results.get("resources") or {}).get("dtype", {}).get("value")
+    return chosen or (results["config"]["dtype"] if results["config"]["dtype"] != "auto" else "float32")
+
+
+def final_model(run_dir: Path, results: dict, stage: int = -1):
+    """(model, tokenizer) of the run's state after ``stage`` (default: the last) as one plain
+    transformers model (no peft); ``stage`` matters for full fine-tuning only."""
     from peft import PeftModel
 
     from olora.models import load_model
 
     cfg = results["config"]
-    base, tokenizer = load_model(cfg["model"], cfg["dtype"])
+    base, tokenizer = load_model(cfg["model"], run_dtype(results))
     if METHODS[results["method"]].full_finetune:
-        last = stage_records(run_dir)[-1]
+        last = stage_records(run_dir)[stage]
         base.load_state_dict(
             load_safetensors_dir(run_dir / "tasks" / f"{last['index']}-{last['name']}" / "model"), strict=False
         )

@@ -1,22 +1,26 @@
 """Continual-learning methods behind one interface: what trains, what is active, what is penalised.
 
-| method  | adapters                          | extra loss                         | inference            |
-|---------|-----------------------------------|------------------------------------|----------------------|
-| olora   | new LoRA per task, past frozen    | λ1·orthogonality + λ2·L2           | all adapters summed  |
-| inclora | new LoRA per task, past frozen    | none                               | all adapters summed  |
-| seqlora | one LoRA trained on every task    | none                               | the one adapter      |
-| seqft   | none: all weights train           | none                               | the model            |
-| replay  | one LoRA (as seqlora)             | none; past examples mixed in       | the one adapter      |
-| ewc     | one LoRA (as seqlora)             | (λ/2)·Σ F·(θ − θ*)² (diag. Fisher) | the one adapter      |
-| lwf     | one LoRA (as seqlora)             | λ·T²·KL(teacher ‖ student)         | the one adapter      |
-| mtl     | one LoRA on all tasks at once     | none (the upper bound)             | the one adapter      |
-| pertask | new LoRA per task, alone          | none                               | task id picks adapter|
+The paper's baselines (Replay, EWC, LwF, PerTaskFT, MTL; reused from Progressive Prompts) fine-tune
+the whole model: they are the ``*_ft`` methods. The ``*_lora`` methods do the same on one LoRA adapter
+(a cheaper family, not the paper's rows).
+
+| method            | what trains                        | extra loss / data                  | inference             |
+|-------------------|------------------------------------|------------------------------------|-----------------------|
+| olora             | new LoRA per task, past frozen     | λ1·orthogonality + λ2·L2           | all adapters summed   |
+| inclora           | new LoRA per task, past frozen     | none                               | all adapters summed   |
+| seqlora           | one LoRA, every task in turn       | none                               | the one adapter       |
+| seqft             | every weight, every task in turn   | none                               | the model             |
+| replay_ft / _lora | every weight / one LoRA            | a bounded memory of past examples  | the model / adapter   |
+| ewc_ft / _lora    | every weight / one LoRA            | (λ/2)·Σ F·(θ − θ*)² (diag. Fisher) | the model / adapter   |
+| lwf_ft / _lora    | every weight / one LoRA            | λ·T²·KL(teacher ‖ student)         | the model / adapter   |
+| mtl_ft / _lora    | every weight / one LoRA, all tasks | none (the upper bound)             | the model / adapter   |
+| pertask_ft / _lora| a fresh model / LoRA per task      | none                               | task id picks it      |
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +35,7 @@ class Method:
     keep_past_active: bool = False  # past adapters stay in the forward pass while training
     orthogonal: bool = False  # O-LoRA's penalty
     full_finetune: bool = False  # no adapters; every weight trains
-    task_routing: bool = False  # evaluation of task j uses adapter j only
+    task_routing: bool = False  # evaluation of task j uses task j's adapter (or model) only
     joint: bool = False  # one stage on the union of all tasks
     replay: bool = False
     ewc: bool = False
@@ -45,6 +49,13 @@ class Method:
         return adapter_name(index, task) if self.adapter_per_task else "seq"
 
 
+_BASELINES = (
+    Method("replay", replay=True),
+    Method("ewc", ewc=True),
+    Method("lwf", lwf=True),
+    Method("mtl", joint=True),
+    Method("pertask", task_routing=True),
+)
 METHODS = {
     m.name: m
     for m in (
@@ -52,20 +63,19 @@ METHODS = {
         Method("inclora", adapter_per_task=True, keep_past_active=True),
         Method("seqlora"),
         Method("seqft", full_finetune=True),
-        Method("replay", replay=True),
-        Method("ewc", ewc=True),
-        Method("lwf", lwf=True),
-        Method("mtl", joint=True),
-        Method("pertask", adapter_per_task=True, task_routing=True),
+        *(replace(m, name=f"{m.name}_ft", full_finetune=True) for m in _BASELINES),
+        *(replace(m, name=f"{m.name}_lora", adapter_per_task=m.task_routing) for m in _BASELINES),
     )
 }
 
 
-def replay_sample(past: list[list[Encoded]], n_current: int, ratio: float, seed: int) -> list[Encoded]:
-    """``round(ratio · n_current)`` examples drawn uniformly from the past tasks' training sets."""
-    pool = [ex for examples in past for ex in examples]
-    k = min(len(pool), round(ratio * n_current))
-    return random.Random(seed).sample(pool, k) if k else []
+def replay_memory(past: list[list[Encoded]], per_task: int, seeds: list[int]) -> list[Encoded]:
+    """The replay memory: ``per_task`` examples of each past task (all if it has fewer), drawn with
+    that task's seed. A pure function of the past training sets, so a resumed run rebuilds it."""
+    memory = []
+    for examples, seed in zip(past, seeds, strict=True):
+        memory += random.Random(seed).sample(examples, min(per_task, len(examples)))
+    return memory
 
 
 class EWCPenalty:
@@ -85,7 +95,7 @@ class EWCPenalty:
 
     def __call__(self) -> torch.Tensor:
         if not self.fisher:
-            return torch.zeros(())
+            return torch.zeros((), device=next(iter(self.params.values())).device if self.params else None)
         terms = [(self.fisher[n] * (p - self.anchor[n]).pow(2)).sum() for n, p in self.params.items()]
         return 0.5 * torch.stack(terms).sum()
 
@@ -97,21 +107,27 @@ class EWCPenalty:
         seq2seq: bool,
         pad_id: int,
         nll,
-        batch_size: int = 8,
-        max_batches: int = 32,
+        device: torch.device,
+        max_examples: int = 64,
+        seed: int = 0,
     ) -> None:
-        """Add this task's diagonal Fisher and move the anchor to the current weights."""
+        """Add this task's diagonal Fisher and move the anchor to the current weights.
+
+        F_p = mean over examples x of (∂ NLL(x)/∂θ_p)²: the empirical Fisher, one example per backward
+        (squaring a batch's mean gradient would underestimate it by the batch size).
+        """
         params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         fisher = {n: torch.zeros_like(p) for n, p in params.items()}
         was_training = model.training
         model.eval()
-        batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)][:max_batches]
-        for chunk in batches:
+        chosen = random.Random(seed).sample(examples, min(max_examples, len(examples)))
+        for example in chosen:
             model.zero_grad(set_to_none=True)
-            nll(model, collate_train(chunk, pad_id, seq2seq)).backward()
+            batch = {k: v.to(device) for k, v in collate_train([example], pad_id, seq2seq).items()}
+            nll(model, batch).backward()
             for n, p in params.items():
                 if p.grad is not None:
-                    fisher[n] += p.grad.detach().pow(2) / len(batches)
+                    fisher[n] += p.grad.detach().pow(2) / len(chosen)
         model.zero_grad(set_to_none=True)
         model.train(was_training)
         for n, f in fisher.items():
@@ -137,6 +153,26 @@ def distillation_kl(
     s = F.log_softmax(student[keep].float() / temperature, dim=-1)
     t = F.log_softmax(teacher[keep].float() / temperature, dim=-1)
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+class ModelTeacher:
+    """LwF's teacher for full fine-tuning: a frozen copy of the whole model before the task."""
+
+    def __init__(self, model: torch.nn.Module, seq2seq: bool, temperature: float):
+        import copy
+
+        from olora.train import accepts_logits_to_keep
+
+        self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        self.seq2seq, self.temperature = seq2seq, temperature
+        self.use_keep = not seq2seq and accepts_logits_to_keep(model)
+
+    def __call__(self, batch: dict, student_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        from olora.train import answer_logits
+
+        with torch.no_grad():
+            teacher_logits, _ = answer_logits(self.teacher, batch, self.seq2seq, self.use_keep)
+        return distillation_kl(student_logits, teacher_logits, target, self.temperature)
 
 
 class LwFTeacher:

@@ -6,7 +6,9 @@ entries past i are ignored). T = number of rows.
 * AA (average accuracy) = (1/T) Σ_j a[T-1][j]  — the paper's headline metric (macro over tasks).
 * BWT (backward transfer) = (1/(T-1)) Σ_{j<T-1} (a[T-1][j] − a[j][j]); negative = forgetting.
 * Forgetting = (1/(T-1)) Σ_{j<T-1} (max_{j≤k<T-1} a[k][j] − a[T-1][j]).
-* FWT (needs reference scores r_j, e.g. each task trained alone) = (1/(T-1)) Σ_{j≥1} (a[j][j] − r_j).
+* FWT (Lopez-Paz & Ranzato 2017) = (1/(T-1)) Σ_{j≥1} (before_j − b_j): before_j = accuracy on task j
+  after training task j-1 and before training task j, b_j = the untrained model's accuracy on task j.
+  It needs evaluations the matrix does not hold (``eval.forward_transfer=true`` records them).
 
 Metrics that need two tasks return None for a one-task matrix.
 """
@@ -45,17 +47,18 @@ def forgetting(matrix: Matrix) -> float | None:
     return sum(drops) / (t - 1)
 
 
-def forward_transfer(matrix: Matrix, reference: list[float]) -> float | None:
-    t = _check(matrix)
-    if len(reference) < t:
-        raise ValueError(f"forward transfer needs {t} reference scores, got {len(reference)}")
+def forward_transfer(before: list[float | None], base: list[float]) -> float | None:
+    """FWT from ``before[j]`` (task j's score before training it; ``before[0]`` is unused) and the
+    untrained model's scores ``base[j]``."""
+    t = len(before)
+    if len(base) != t:
+        raise ValueError(f"forward transfer needs {t} base scores, got {len(base)}")
     if t < 2:
         return None
-    return sum(matrix[j][j] - reference[j] for j in range(1, t)) / (t - 1)
+    if any(before[j] is None for j in range(1, t)):
+        raise ValueError("forward transfer needs every task's score before it was trained")
+    return sum(before[j] - base[j] for j in range(1, t)) / (t - 1)
 
 
-def summarize(matrix: Matrix, reference: list[float] | None = None) -> dict[str, float | None]:
-    out = {"aa": average_accuracy(matrix), "bwt": backward_transfer(matrix), "forgetting": forgetting(matrix)}
-    if reference is not None:
-        out["fwt"] = forward_transfer(matrix, reference)
-    return out
+def summarize(matrix: Matrix) -> dict[str, float | None]:
+    return {"aa": average_accuracy(matrix), "bwt": backward_transfer(matrix), "forgetting": forgetting(matrix)}

@@ -12,7 +12,7 @@ from olora.config import DataConfig
 from olora.encoding import Encoded, PromptEncoder
 from olora.errors import OloraError
 from olora.evaluate import generate_answers, label_token_budget
-from olora.export import EXPORT_INFO, final_model, run_adapters, stage_records
+from olora.export import EXPORT_INFO, final_model, run_adapters, run_dtype, stage_records
 from olora.methods import METHODS
 from olora.models import is_seq2seq, load_model
 from olora.report import load_run
@@ -44,9 +44,10 @@ def load_for_inference(path: Path, task_name: str) -> tuple[torch.nn.Module, obj
     stages = stage_records(path)
     task = _task([t for r in stages for t in r["tasks"]], task_name)
     if method.full_finetune:
-        model, tokenizer = final_model(path, results)
+        index = next(r["index"] for r in stages if r["name"] == task_name) if method.task_routing else -1
+        model, tokenizer = final_model(path, results, index)
     else:
-        model, tokenizer = load_model(cfg["model"], cfg["dtype"])
+        model, tokenizer = load_model(cfg["model"], run_dtype(results))
         folders = run_adapters(path, results)
         if method.task_routing:
             index = next(r["index"] for r in stages if r["name"] == task_name)

@@ -27,19 +27,32 @@ def format_matrix(tasks: list[str], matrix: list[list[float]]) -> str:
 
 
 def format_summary(results: dict) -> str:
+    fwt = f"  FWT {_fmt(results['fwt'], 0).strip()}" if results.get("fwt") is not None else ""
     return (
         f"AA {_fmt(results['aa'], 0).strip()}  BWT {_fmt(results['bwt'], 0).strip()}  "
-        f"forgetting {_fmt(results['forgetting'], 0).strip()}"
+        f"forgetting {_fmt(results['forgetting'], 0).strip()}{fwt}"
     )
+
+
+def format_deviations(results: dict) -> str:
+    """The run's departures from its benchmark's official protocol, one line each ('' outside a benchmark)."""
+    protocol = results.get("protocol") or {}
+    if not protocol:
+        return ""
+    lines = protocol.get("deviations", [])
+    head = f"protocol: {protocol['benchmark']} order {protocol['order']}"
+    return head + (": deviations\n" + "\n".join(f"  - {d}" for d in lines) if lines else ": no deviation")
 
 
 def side_by_side(runs: list[dict]) -> str:
     """Each run's matrix and AA/BWT, one block per method."""
     blocks = []
     for res in runs:
+        deviations = format_deviations(res)
         blocks.append(
             f"== {res['method']} ({res['model']}) ==\n"
             f"{format_matrix(res['tasks'], res['matrix'])}\n{format_summary(res)}"
+            + (f"\n{deviations}" if deviations else "")
         )
     header = f"{'method':<10}{'AA':>8}{'BWT':>8}{'forget':>8}"
     rows = [f"{r['method']:<10}{_fmt(r['aa'], 8)}{_fmt(r['bwt'], 8)}{_fmt(r['forgetting'], 8)}" for r in runs]
@@ -144,6 +157,7 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
             "",
             "```",
             format_matrix(res["tasks"], res["matrix"]),
+            format_deviations(res),
             "```",
             "",
             _md_table(_timing_rows(res)),
@@ -158,7 +172,8 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
         parts.append(
             f"<h2>Run {k}: {html.escape(res['method'])} on {html.escape(res['model'])}</h2>"
             f"<p>{html.escape(str(run_dir))} — seed {res['seed']}, {res['architecture']}, {res['device']}</p>"
-            f"<pre>{html.escape(format_matrix(res['tasks'], res['matrix']))}\n{html.escape(format_summary(res))}</pre>"
+            f"<pre>{html.escape(format_matrix(res['tasks'], res['matrix']))}\n{html.escape(format_summary(res))}\n"
+            f"{html.escape(format_deviations(res))}</pre>"
             f"{_html_table(_timing_rows(res))}"
             f"<details><summary>config and versions</summary><pre>"
             f"{html.escape(yaml.safe_dump(res['config'], sort_keys=False))}\n"

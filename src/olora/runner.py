@@ -19,13 +19,14 @@ task continues from its last step checkpoint, and a damaged artefact is named an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -42,8 +43,10 @@ from olora.adapters import (
     l2_norm,
     merge_into_base,
     peft_lora_config,
+    set_past_dropout,
 )
 from olora.artifacts import load_adapter_weights, load_safetensors_dir, save_adapter
+from olora.benchmarks import config_deviations, get_benchmark, model_deviation
 from olora.checkpoint import MANIFEST, verify_manifest, write_manifest
 from olora.config import RunConfig, config_to_dict, save_config
 from olora.encoding import Encoded, PromptEncoder
@@ -51,9 +54,11 @@ from olora.errors import OloraError
 from olora.evaluate import evaluate_task
 from olora.faults import crash_point
 from olora.io import atomic_write_json, atomic_write_jsonl
-from olora.methods import METHODS, EWCPenalty, LwFTeacher, Method, replay_sample
-from olora.metrics import summarize
+from olora.methods import METHODS, EWCPenalty, LwFTeacher, Method, ModelTeacher, replay_memory
+from olora.metrics import forward_transfer, summarize
 from olora.models import is_seq2seq, load_model
+from olora.resources import Choice, choose_dtype, choose_precision, choose_token_cap
+from olora.seeding import derive_seed
 from olora.tasks import Task, load_tasks
 from olora.train import answer_nll, autocast, train_task
 
@@ -144,11 +149,16 @@ class Session:
     test_sets: dict[str, list[Encoded]]
     accelerator: Accelerator
     base_path: str
+    train_cfg: object = None  # cfg.train with the 'auto' settings resolved
+    resources: dict = field(default_factory=dict)  # what was chosen for the machine, and why
+    fold_past: str = "merge"  # cfg.olora.fold_past, or 'stack' where merging would lose precision
+    deviations: list[str] = field(default_factory=list)  # where the run departs from its benchmark's protocol
     names: list[str] = field(default_factory=list)  # adapters created so far, in task order
     folded: list[str] = field(default_factory=list)  # the past adapters summed into FOLDED
     merged: list[str] = field(default_factory=list)  # the past adapters added into the base weights
     writer: object | None = None  # TensorBoard SummaryWriter when log.tensorboard
     ewc: EWCPenalty | None = None
+    base_state: dict | None = None  # pertask_ft: the base weights every task starts from
 
     @property
     def main(self) -> bool:
@@ -176,7 +186,7 @@ def completed_stage(stage_dir: Path) -> dict | None:
 def _ensure_adapter(s: Session, name: str, index: int) -> None:
     if name in s.names:
         return
-    torch.manual_seed(s.cfg.seed + index)  # the adapter's init depends on seed and index only
+    torch.manual_seed(derive_seed(s.cfg.seed, "adapter", index))  # init depends on (seed, index) only
     lora = peft_lora_config(s.cfg.lora, s.model, s.seq2seq)
     lora.base_model_name_or_path = s.base_path
     s.model = add_adapter(s.model, name, lora)
@@ -191,7 +201,7 @@ def _task_adapters_in_forward(s: Session, name: str) -> list[str]:
     penalty reads the per-task adapters, which stay frozen and are saved as they are.
     """
     past = s.names[: s.names.index(name)]
-    mode = s.cfg.olora.fold_past
+    mode = s.fold_past
     if mode == "merge":
         for adapter in past:
             if adapter not in s.merged:
@@ -212,7 +222,9 @@ def _set_trainable(s: Session, name: str | None) -> None:
     if s.method.full_finetune:
         s.model.requires_grad_(True)
     elif s.method.keep_past_active:
-        activate(s.model, _task_adapters_in_forward(s, name), trainable=name)
+        active = _task_adapters_in_forward(s, name)
+        activate(s.model, active, trainable=name)
+        set_past_dropout(s.model, [a for a in active if a != name], name, s.cfg.olora.past_dropout)
     else:
         activate(s.model, [name], trainable=name)
 
@@ -241,7 +253,10 @@ def _penalties(s: Session, name: str | None, stage: Stage) -> tuple[dict, dict]:
     if method.ewc and s.ewc is not None:
         s.ewc.bind(s.model)
         weight_terms["ewc"] = (cfg.baselines.ewc_lambda, s.ewc)
-    if method.lwf and stage.index > 0:
+    if method.lwf and stage.index > 0 and method.full_finetune:
+        teacher = ModelTeacher(s.model, s.seq2seq, cfg.baselines.lwf_temperature)
+        batch_terms["lwf"] = (cfg.baselines.lwf_lambda, teacher)
+    elif method.lwf and stage.index > 0:
         _ensure_adapter(s, TEACHER, -1)
         copy_adapter_weights(s.model, name, TEACHER)
         activate(s.model, [name], trainable=name)
@@ -254,8 +269,45 @@ def _training_data(s: Session, stage: Stage) -> list[Encoded]:
     data = [ex for t in stage.train_tasks for ex in s.train_sets[t.name]]
     if s.method.replay and stage.index > 0:
         past = [s.train_sets[t.name] for t in s.tasks[: stage.index]]
-        data = data + replay_sample(past, len(data), s.cfg.baselines.replay_ratio, s.cfg.seed * 7919 + stage.index)
+        seeds = [derive_seed(s.cfg.seed, "replay", j) for j in range(stage.index)]
+        data = data + replay_memory(past, s.cfg.baselines.replay_per_task, seeds)
     return data
+
+
+def _score(s: Session, task: Task):
+    """Evaluate ``task``'s test split with the model as it is now set up."""
+    with autocast(s.accelerator.device, s.train_cfg.mixed_precision):
+        return evaluate_task(
+            s.model,
+            s.tokenizer,
+            s.test_sets[task.name],
+            [e.label for e in task.test],
+            task.labels,
+            seq2seq=s.seq2seq,
+            batch_size=s.cfg.eval.batch_size,
+            max_new_tokens=s.cfg.eval.max_new_tokens,
+            device=s.accelerator.device,
+        )
+
+
+def _forward_transfer_applies(s: Session) -> bool:
+    """FWT needs a model that has seen tasks < j and not j: sequential methods without task routing."""
+    return s.cfg.eval.forward_transfer and not s.method.joint and not s.method.task_routing
+
+
+def _base_scores(s: Session) -> list[float]:
+    """The untrained model's accuracy on every task (FWT's reference b_j), saved for resume."""
+    path = s.out / "base_scores.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("tasks") == [t.name for t in s.tasks]:
+            return saved["scores"]
+    s.model.eval()
+    with s.model.disable_adapter() if hasattr(s.model, "disable_adapter") else contextlib.nullcontext():
+        scores = [round(_score(s, task).accuracy, 4) for task in s.tasks]
+    if s.main:
+        atomic_write_json(path, {"tasks": [t.name for t in s.tasks], "scores": scores})
+    return scores
 
 
 def _evaluate(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list[float], list[dict]]:
@@ -267,18 +319,7 @@ def _evaluate(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
         crash_point("eval_task")
         eval_adapter = s.method.adapter_name(j, task.name) if s.method.task_routing else None
         _freeze_for_eval(s, eval_adapter)
-        with autocast(s.accelerator.device, s.cfg.train.mixed_precision):
-            result = evaluate_task(
-                s.model,
-                s.tokenizer,
-                s.test_sets[task.name],
-                [e.label for e in task.test],
-                task.labels,
-                seq2seq=s.seq2seq,
-                batch_size=s.cfg.eval.batch_size,
-                max_new_tokens=s.cfg.eval.max_new_tokens,
-                device=s.accelerator.device,
-            )
+        result = _score(s, task)
         row.append(round(result.accuracy, 4))
         rows += [
             {"task": task.name, "input": ex.text, "gold": ex.label, "prediction": pred}
@@ -325,8 +366,10 @@ def _restore_stage(s: Session, stage_dir: Path, name: str | None) -> None:
         s.ewc.load_state_dict(load_file(str(stage_dir / "ewc.safetensors")))
 
 
-def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list[float], dict, bool]:
-    """Train one stage and evaluate; or reload it if already complete. Returns (row, timing, reused)."""
+def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list[float], dict, bool, float | None]:
+    """Train one stage and evaluate; or reload it if already complete.
+
+    Returns (row, timing, reused, the next task's score before training it if eval.forward_transfer)."""
     stage_dir = s.out / "tasks" / f"{stage.index}-{stage.label}"
     name = s.method.adapter_name(stage.index, stage.label)
     if name is not None:
@@ -335,19 +378,22 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
     if done is not None:
         log.info("task %d (%s) already complete in %s: reusing it", stage.index, stage.label, stage_dir)
         _restore_stage(s, stage_dir, name)
-        return done["row"], done["timings"], True
+        return done["row"], done["timings"], True, done.get("next_task_before_training")
 
+    if s.base_state is not None:  # pertask_ft: every task starts from the base model
+        s.model.load_state_dict(s.base_state)
     _set_trainable(s, name)
     weight_terms, batch_terms = _penalties(s, name, stage)
     data = _training_data(s, stage)
     stage_dir.mkdir(parents=True, exist_ok=True)
+    epochs = s.cfg.train.epochs if s.method.joint else s.cfg.epochs_for(stage.label)
     training = train_task(
         s.model,
         data,
-        s.cfg.train,
+        replace(s.train_cfg, epochs=epochs, lr=s.cfg.lr_for(stage.index)),
         seq2seq=s.seq2seq,
         pad_id=s.tokenizer.pad_token_id,
-        seed=s.cfg.seed * 1000 + stage.index,
+        seed=derive_seed(s.cfg.seed, "train", stage.index),
         accelerator=s.accelerator,
         penalties=weight_terms,
         batch_penalties=batch_terms,
@@ -363,14 +409,21 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
             seq2seq=s.seq2seq,
             pad_id=s.tokenizer.pad_token_id,
             nll=lambda m, b: answer_nll(m, b, s.seq2seq),
-            max_batches=s.cfg.baselines.ewc_batches,
+            device=s.accelerator.device,
+            max_examples=s.cfg.baselines.ewc_examples,
+            seed=derive_seed(s.cfg.seed, "ewc", stage.index),
         )
     eval_start = time.perf_counter()
     row, predictions = _evaluate(s, stage, matrix)
+    next_score = None
+    if _forward_transfer_applies(s) and stage.index + 1 < len(s.tasks):  # the next task, before training it
+        next_score = round(_score(s, s.tasks[stage.index + 1]).accuracy, 4)
     timing = {
         "train_s": round(training.wall_s, 3),
         "eval_s": round(time.perf_counter() - eval_start, 3),
         "steps": training.steps,
+        "epochs": epochs,
+        "lr": s.cfg.lr_for(stage.index),
         "n_train": len(data),
         "peak_rss_mb": peak_rss_mb(),  # of the whole process so far (a bench grid runs many)
     }
@@ -390,6 +443,8 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
             "row": row,
             "timings": timing,
             "tasks": [t.to_dict() for t in stage.train_tasks],
+            "deviations": s.deviations,
+            "next_task_before_training": next_score,
             "final_loss": training.last_loss,
             "n_test": sum(len(t.test) for t in stage.eval_tasks),
             "n_truncated": sum(
@@ -399,7 +454,7 @@ def run_stage(s: Session, stage: Stage, matrix: list[list[float]]) -> tuple[list
         }
         _save_stage(s, stage, stage_dir, name, record, predictions)
     s.accelerator.wait_for_everyone()
-    return row, timing, False
+    return row, timing, False, next_score
 
 
 def _tensorboard_hook(s: Session, stage: Stage):
@@ -428,12 +483,27 @@ def _prepare(cfg: RunConfig, force: bool) -> Session:
     if out.exists() and not out.is_dir():
         raise OloraError(f"output_dir {str(out)!r} is a file: choose a folder path")
     tasks = load_tasks(cfg.tasks, cfg.data, cfg.seed)
-    model, tokenizer = load_model(cfg.model, cfg.dtype)
+    accelerator = Accelerator()
+    device = accelerator.device
+    dtype = choose_dtype(cfg.dtype, device)
+    model, tokenizer = load_model(cfg.model, dtype.value)
     seq2seq = is_seq2seq(model)
     encoder = PromptEncoder(
         tokenizer, seq2seq, cfg.data.max_source_length, cfg.data.add_task_name, cfg.data.add_dataset_name
     )
-    accelerator = Accelerator()
+    precision = choose_precision(cfg.train.mixed_precision, device)
+    cap = choose_token_cap(cfg.train.max_batch_tokens, model.config, device)
+    fold = Choice(cfg.olora.fold_past, "set in the config")
+    if fold.value == "merge" and dtype.value != "float32":
+        fold = Choice("stack", f"olora.fold_past=merge would round the past adapters into {dtype.value} weights")
+    resources = {
+        "device": str(device),
+        **{key: {"value": c.value, "reason": c.reason} for key, c in
+           (("dtype", dtype), ("mixed_precision", precision), ("max_batch_tokens", cap), ("fold_past", fold))},
+    }  # fmt: skip
+    for key, choice in resources.items():
+        if key != "device":
+            log.info("%s: %s (%s)", key, choice["value"], choice["reason"])
     writer_class = _summary_writer_class() if cfg.log.tensorboard and accelerator.is_main_process else None
     if accelerator.is_main_process:
         prepare_output_dir(out, cfg, force)
@@ -441,6 +511,9 @@ def _prepare(cfg: RunConfig, force: bool) -> Session:
     model.requires_grad_(False)
     model.to(accelerator.device)
     method = METHODS[cfg.method]
+    resolved = {**config_to_dict(cfg), "dtype": dtype.value}
+    resolved["train"] = {**resolved["train"], "mixed_precision": precision.value}
+    resolved["olora"] = {**resolved["olora"], "fold_past": fold.value}
     return Session(
         cfg=cfg,
         method=method,
@@ -455,7 +528,27 @@ def _prepare(cfg: RunConfig, force: bool) -> Session:
         base_path=model.name_or_path,
         writer=writer,
         ewc=EWCPenalty() if method.ewc else None,
+        train_cfg=replace(cfg.train, mixed_precision=precision.value, max_batch_tokens=cap.value),
+        resources=resources,
+        fold_past=fold.value,
+        deviations=protocol_deviations(cfg, resolved, tasks, model.config),
+        base_state=(
+            {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if method.full_finetune and method.task_routing
+            else None
+        ),
     )
+
+
+def protocol_deviations(cfg: RunConfig, resolved: dict, tasks: list[Task], model_config: object) -> list[str]:
+    """How a benchmark run departs from the official protocol (empty for runs outside a benchmark)."""
+    if cfg.benchmark is None:
+        return []
+    bench = get_benchmark(cfg.benchmark)
+    out = config_deviations(bench, cfg.order, resolved)
+    out += [line for line in [model_deviation(bench, model_config, cfg.model)] if line]
+    out += [f"data: {t.name} from {t.source.split(' (', 1)[1].rstrip(')')}" for t in tasks if " (" in t.source]
+    return out
 
 
 def run(cfg: RunConfig, force: bool = False) -> dict:
@@ -464,6 +557,8 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
     s = _prepare(cfg, force)
     matrix: list[list[float]] = []
     timings: list[dict] = []
+    reference = _base_scores(s) if _forward_transfer_applies(s) else None
+    before: list[float | None] = [None]  # before[j]: task j's score after task j-1, before training j
     progress = {"status": "running", "tasks": [t.name for t in s.tasks], "matrix": matrix}
     recompute = False
     try:
@@ -471,10 +566,11 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
             stage_dir = s.out / "tasks" / f"{stage.index}-{stage.label}"
             if recompute:  # an earlier task was (re)trained, so later saved tasks are stale
                 (stage_dir / MANIFEST).unlink(missing_ok=True)
-            row, timing, reused = run_stage(s, stage, matrix)
+            row, timing, reused, next_score = run_stage(s, stage, matrix)
             recompute = recompute or not reused
             matrix.append(row)
             timings.append(timing)
+            before.append(next_score)
             if s.main:
                 atomic_write_json(s.out / "progress.json", progress)
     except BaseException as exc:
@@ -496,6 +592,19 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
         "task_sources": [t.source for t in s.tasks],
         "matrix": matrix,
         **summarize(matrix),
+        **(
+            {
+                "fwt": forward_transfer(before[: len(s.tasks)], reference),
+                "base_scores": reference,
+                "before_training": before[: len(s.tasks)],
+            }
+            if reference is not None
+            else {"fwt": None}
+        ),
+        "protocol": (
+            {"benchmark": cfg.benchmark, "order": cfg.order, "deviations": s.deviations} if cfg.benchmark else None
+        ),
+        "resources": {**s.resources, "peak_rss_mb": peak_rss_mb()},
         "timings": timings,
         "wall_s": round(time.perf_counter() - started, 3),
         "device": str(s.accelerator.device),

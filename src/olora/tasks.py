@@ -111,6 +111,12 @@ def read_labels(path: Path) -> list[str]:
     labels = _read_json(path)
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         raise OloraError(f"labels file {str(path)!r} must be a non-empty JSON list of strings")
+    empty = [i for i, x in enumerate(labels) if not x.strip()]
+    if empty:
+        raise OloraError(f"labels file {str(path)!r}: entry {empty[0]} is an empty label; remove it or name it")
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise OloraError(f"labels file {str(path)!r} lists {dupes[0]!r} more than once; keep one of each label")
     return labels
 
 
@@ -127,7 +133,13 @@ def read_split(path: Path, labels: list[str]) -> list[Example]:
                 f"data file {str(path)!r}, record {i}: needs keys 'sentence' and 'label', "
                 f"got {sorted(rec) if isinstance(rec, dict) else type(rec).__name__}"
             )
-        label = str(rec["label"])
+        for key in ("sentence", "label"):
+            if not isinstance(rec[key], str):
+                raise OloraError(
+                    f"data file {str(path)!r}, record {i}: {key!r} must be a string, got {json.dumps(rec[key])}; "
+                    "fix or drop the record"
+                )
+        label = rec["label"]
         if label in NO_GOLD_LABELS and label not in known:
             dropped += 1
             continue
@@ -136,7 +148,7 @@ def read_split(path: Path, labels: list[str]) -> list[Example]:
                 f"data file {str(path)!r}, record {i}: label {label!r} is not in labels.json "
                 f"({', '.join(labels)}); fix the record or add the label"
             )
-        examples.append(Example(str(rec["sentence"]), label))
+        examples.append(Example(rec["sentence"], label))
     if dropped:
         log.warning("%s: dropped %d examples whose gold label is '-' (no gold label)", path, dropped)
     if not examples:

@@ -27,6 +27,7 @@ from olora.encoding import IGNORE, Encoded, collate_train
 from olora.errors import OloraError
 from olora.faults import crash_point
 from olora.prefix import decoder_forward, forward_params
+from olora.resources import resolve_train_config
 
 
 class TrainingDiverged(OloraError):
@@ -223,6 +224,7 @@ def train_task(
             f"train.batch_size={cfg.batch_size} must be a multiple of the {accelerator.num_processes} processes: "
             "every process needs its share of each micro-batch"
         )
+    cfg = resolve_train_config(cfg, model.config, accelerator.device)
     penalties = {k: v for k, v in (penalties or {}).items() if v[0] > 0}
     batch_penalties = {k: v for k, v in (batch_penalties or {}).items() if v[0] > 0}
     params = trainable_parameters(model)
