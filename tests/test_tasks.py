@@ -57,6 +57,14 @@ def test_reads_a_cl_benchmark_folder(tmp_path):
         ({"train": '{"a": 1}'}, "must hold a JSON list"),
         ({"test": json.dumps([{"text": "x", "label": "yes"}])}, "needs keys 'sentence' and 'label'"),
         ({"test": json.dumps([{"sentence": "x", "label": "maybe"}])}, "label 'maybe' is not in labels.json"),
+        (
+            {"train": json.dumps([{"sentence": None, "label": "yes"}])},
+            "record 0: 'sentence' must be a string, got null",
+        ),
+        ({"train": json.dumps([{"sentence": ["a"], "label": "yes"}])}, "'sentence' must be a string"),
+        ({"test": json.dumps([{"sentence": "x", "label": 1}])}, "record 0: 'label' must be a string, got 1"),
+        ({"labels": ("yes", "no", "yes")}, "lists 'yes' more than once"),
+        ({"labels": ("yes", " ")}, "entry 1 is an empty label"),
     ],
 )
 def test_bad_data_files(tmp_path, kwargs, message):
