@@ -112,8 +112,13 @@ def config_deviations(bench: Benchmark, order: str, config: dict) -> list[str]:
     flat = flatten(config)
     out = list(bench.fixed_deviations)
     for key, value in official.items():
-        if flat.get(key) != value:
-            out.append(f"{key}={_show(flat.get(key))} (official: {_show(value)})")
+        mine = flat.get(key)
+        if isinstance(value, dict) and isinstance(mine, dict):  # per-task settings: name the tasks that differ
+            for task in sorted(value.keys() | mine.keys()):
+                if mine.get(task) != value.get(task):
+                    out.append(f"{key}.{task}={_show(mine.get(task))} (official: {_show(value.get(task))})")
+        elif mine != value:
+            out.append(f"{key}={_show(mine)} (official: {_show(value)})")
     return out
 
 
