@@ -56,6 +56,9 @@ def test_yaml_then_overrides(tmp_path):
         ("tasks=[a,a]", "each task may appear once"),
         ("lora=3", "must be a section"),
         ("nonsense", "is not key=value"),
+        ("train.first_task_lr=0", "train.first_task_lr=0.0 is invalid: must be > 0 or null"),
+        ("baselines.replay_per_task=-1", "baselines.replay_per_task=-1 is invalid: must be >= 0"),
+        ("train.max_batch_tokens=lots", "train.max_batch_tokens='lots' is invalid: must be an integer, or one of auto"),
     ],
 )
 def test_bad_config_is_one_clear_error(override, message):

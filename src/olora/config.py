@@ -298,7 +298,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, inner, key)
             except ValueError as exc:
                 reasons.append(str(exc))
-        raise ValueError(" or ".join(reasons))
+        raise ValueError("must be " + ", or ".join(r.removeprefix("must be ") for r in reasons))
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:

@@ -1,0 +1,76 @@
+"""What 'auto' picks for precision and the token cap, and that a run records it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from olora import resources
+from olora.cli import main
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setenv("OLORA_CPU_BF16", "1")
+    assert resources.choose_precision("auto", cpu).value == "bf16"
+    monkeypatch.setenv("OLORA_CPU_BF16", "0")
+    assert resources.choose_precision("auto", cpu).value == "none"
+    assert resources.choose_precision("none", cpu).reason == "set in the config"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resources.choose_precision("auto", cuda).value == "bf16"
+    assert resources.choose_dtype("auto", cuda).value == "bfloat16"  # what GPU users expect
+    assert resources.choose_dtype("auto", cpu).value == "float32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resources.choose_dtype("auto", cuda).value == "float32"
+
+
+def test_cpu_probe_asks_torch(monkeypatch):
+    monkeypatch.delenv("OLORA_CPU_BF16")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not resources.cpu_has_bf16()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert resources.cpu_has_bf16()
+
+
+class _Cfg:
+    hidden_size, num_hidden_layers = 576, 30  # SmolLM2-135M
+
+
+def test_token_cap_follows_model_size_and_memory(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(resources, "available_memory", lambda device: 24 * 2**30)
+    cap = resources.choose_token_cap("auto", _Cfg(), cpu)
+    per_token = resources.activation_bytes_per_token(_Cfg())
+    assert 1.3e6 < per_token < 1.5e6  # the measured ~1.4 MB per token of SmolLM2 in float32
+    assert cap.value == resources.CPU_BUDGET_CAP // per_token and "GiB" in cap.reason
+    monkeypatch.setattr(resources, "available_memory", lambda device: 2 * 2**30)  # a small machine
+    assert resources.choose_token_cap("auto", _Cfg(), cpu).value == (2 * 2**30 // 4) // per_token
+
+    class Big:
+        hidden_size, num_hidden_layers = 4096, 32  # LLaMA-2-7B
+
+    assert resources.choose_token_cap("auto", Big(), cpu).value == resources.MIN_TOKENS
+    assert resources.choose_token_cap(0, _Cfg(), cpu).value == 0
+    assert resources.choose_token_cap(1024, _Cfg(), cpu).value == 1024
+
+
+def test_a_run_records_precision_token_cap_and_peak_memory(tiny_dirs, tmp_path):
+    out = tmp_path / "run"
+    args = ["run", f"model={tiny_dirs['llama']}", "tasks=[sentiment,newsdesk]", "train.max_steps=1"]
+    args += ["data.train_per_class=2", "data.test_per_class=1", f"output_dir={out}"]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())["resources"]
+    assert res["mixed_precision"] == {"value": "none", "reason": "auto: no bf16 units on this cpu, float32 is faster"}
+    assert res["dtype"]["value"] == "float32" and isinstance(res["max_batch_tokens"]["value"], int)
+    assert res["max_batch_tokens"]["reason"].startswith("auto:") and res["peak_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("setting", ["auto", 0, 4096])
+def test_train_config_is_resolved_for_direct_callers(setting):
+    from olora.config import TrainConfig
+
+    cfg = resources.resolve_train_config(TrainConfig(max_batch_tokens=setting), _Cfg(), torch.device("cpu"))
+    assert isinstance(cfg.max_batch_tokens, int) and cfg.mixed_precision in ("none", "bf16")
