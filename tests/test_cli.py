@@ -208,3 +208,13 @@ def test_model_without_config_is_rejected(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["run", f"model={tmp_path / 'empty'}", f"output_dir={tmp_path / 'o'}"]) == 2
     assert "has no config.json" in capsys.readouterr().err
+
+
+def test_demo_runs_both_methods_over_seeds_and_prints_the_paired_difference(tiny_dirs, tmp_path, capsys):
+    args = ["demo", f"model={tiny_dirs['llama']}", "train.max_steps=1", "data.train_per_class=2"]
+    args += ["data.test_per_class=1", "--seeds", "1", "2", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "olora (2 seeds)" in out and "seqlora (2 seeds)" in out and "olora − seqlora" in out
+    assert "sentiment at the end" in out and "95 % t-interval" in out
+    assert all((tmp_path / m / f"seed{s}" / "results.json").is_file() for m in ("olora", "seqlora") for s in (1, 2))

@@ -42,3 +42,16 @@ def test_malformed_matrix_is_rejected():
         average_accuracy([[1.0], [2.0]])
     with pytest.raises(ValueError, match="empty"):
         backward_transfer([])
+
+
+def test_mean_std_and_paired_difference():
+    from olora.metrics import mean_std, paired_difference, t95
+
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0) and mean_std([4.0]) == (4.0, None)
+    # differences 2, 4, 6: mean 4, std 2, half-width t95(2) * 2 / sqrt(3)
+    diff, half = paired_difference([12.0, 14.0, 16.0], [10.0, 10.0, 10.0])
+    assert diff == pytest.approx(4.0) and half == pytest.approx(4.303 * 2 / 3**0.5)
+    assert paired_difference([1.0], [0.5]) == (0.5, None)
+    assert t95(30) == pytest.approx(2.042, rel=0.01) and t95(1000) == pytest.approx(1.962, rel=0.01)
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_difference([1.0], [])

@@ -79,20 +79,30 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_demo(ns: argparse.Namespace) -> int:
-    """O-LoRA and SeqLoRA on the built-in sequence, printed side by side."""
+    """O-LoRA and SeqLoRA on the built-in sequence over several seeds: the spread shows which
+    differences are more than one run's luck."""
+    from olora.bench import release_memory
     from olora.config import load_config, packaged_config
-    from olora.report import side_by_side
+    from olora.report import seed_summary
     from olora.runner import run
 
-    all_results = []
-    for method in ("olora", "seqlora"):
-        overrides = [f"method={method}", f"output_dir={Path(ns.out) / method}", *ns.overrides]
-        cfg = load_config(packaged_config("demo"), overrides)
-        all_results.append(run(cfg, force=ns.force))
+    methods = ("olora", "seqlora")
+    by_method: dict[str, list[dict]] = {m: [] for m in methods}
+    configs = [
+        load_config(
+            packaged_config("demo"),
+            [f"method={m}", f"seed={seed}", f"output_dir={Path(ns.out) / m / f'seed{seed}'}", *ns.overrides],
+        )
+        for seed in ns.seeds
+        for m in methods
+    ]  # all validated before the first run
+    for cfg in configs:
+        by_method[cfg.method].append(run(cfg, force=ns.force))
+        release_memory()
     print()
-    print(side_by_side(all_results))
-    for res in all_results:
-        print(f"{res['method']}: {Path(res['config']['output_dir']) / 'results.json'} ({res['wall_s']:.0f} s)")
+    print(seed_summary(by_method, *methods))
+    walls = {m: sum(r["wall_s"] for r in runs) for m, runs in by_method.items()}
+    print(f"runs in {ns.out}/<method>/seed<s>/ ({', '.join(f'{m} {w:.0f} s' for m, w in walls.items())})")
     return 0
 
 
@@ -210,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", help="optional config file, then key=value overrides")
     p.set_defaults(func=cmd_config)
 
-    p = sub.add_parser("demo", help="O-LoRA vs SeqLoRA on the built-in sequence with SmolLM2")
-    p.add_argument("overrides", nargs="*", help="key=value overrides for both runs")
-    p.add_argument("--out", default="runs/demo", help="parent folder of the two runs")
+    p = sub.add_parser("demo", help="O-LoRA vs SeqLoRA on the built-in sequence with SmolLM2, over 3 seeds")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="one O-LoRA and one SeqLoRA run each")
+    p.add_argument("--out", default="runs/demo", help="parent folder of the runs")
     p.add_argument("--force", action="store_true", help="continue run dirs made with another config")
     p.set_defaults(func=cmd_demo)
 

@@ -62,3 +62,32 @@ def forward_transfer(before: list[float | None], base: list[float]) -> float | N
 
 def summarize(matrix: Matrix) -> dict[str, float | None]:
     return {"aa": average_accuracy(matrix), "bwt": backward_transfer(matrix), "forgetting": forgetting(matrix)}
+
+
+# ----------------------------------------------------------------------------- over seeds
+
+# Two-sided 95 % quantiles of Student's t for 1-10 degrees of freedom (no scipy dependency for ten numbers).
+_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
+
+
+def t95(df: int) -> float:
+    return _T95[df - 1] if df <= len(_T95) else 1.96 + 2.4 / df  # within 1 % of the exact value for df > 10
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for one value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float | None]:
+    """Mean of a_s − b_s over seeds s and the half-width of its 95 % t-interval (None for one seed).
+
+    Pairing by seed removes what both runs of a seed share (data sample, adapter init), so the
+    interval is narrower than comparing two means."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired difference needs equal, non-empty lists (got {len(a)} and {len(b)})")
+    mean, std = mean_std([x - y for x, y in zip(a, b, strict=True)])
+    return mean, None if std is None else t95(len(a) - 1) * std / len(a) ** 0.5

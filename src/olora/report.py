@@ -44,6 +44,35 @@ def format_deviations(results: dict) -> str:
     return head + (": deviations\n" + "\n".join(f"  - {d}" for d in lines) if lines else ": no deviation")
 
 
+def seed_summary(by_method: dict[str, list[dict]], first: str, second: str) -> str:
+    """Per method: AA, BWT and the first task's final score as mean ± std over seeds; then the paired
+    difference ``first − second`` per metric with its 95 % interval (seeds paired by index)."""
+    from olora.metrics import mean_std, paired_difference
+
+    def values(runs: list[dict]) -> dict[str, list[float]]:
+        task0 = runs[0]["tasks"][0]
+        return {
+            "AA": [r["aa"] for r in runs],
+            "BWT": [r["bwt"] for r in runs],
+            f"{task0} at the end": [r["matrix"][-1][0] for r in runs],
+        }
+
+    def cell(mean: float, spread: float | None, sign: str = "") -> str:
+        return f"{mean:{sign}.1f}" + ("" if spread is None else f" ± {spread:.1f}")
+
+    table = {m: values(runs) for m, runs in by_method.items()}
+    keys = list(next(iter(table.values())))
+    width = max(len(m) for m in by_method) + 12
+    lines = [f"{'':<{width}}" + "".join(f"{k:>20}" for k in keys)]
+    for method, runs in by_method.items():
+        label = f"{method} ({len(runs)} seeds)"
+        lines.append(f"{label:<{width}}" + "".join(f"{cell(*mean_std(table[method][k])):>20}" for k in keys))
+    diffs = [paired_difference(table[first][k], table[second][k]) for k in keys]
+    lines.append(f"{first + ' − ' + second:<{width}}" + "".join(f"{cell(d, h, '+'):>20}" for d, h in diffs))
+    lines.append("(mean ± std over seeds; the last row: paired difference ± half-width of its 95 % t-interval)")
+    return "\n".join(lines)
+
+
 def side_by_side(runs: list[dict]) -> str:
     """Each run's matrix and AA/BWT, one block per method."""
     blocks = []
