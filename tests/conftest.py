@@ -20,8 +20,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from olora.demo_tasks import BUILTIN_TASKS, builtin_task
-from olora.tasks import build_prompt
+from olora.data.builtin import BUILTIN_TASKS, builtin_task
+from olora.data.tasks import build_prompt
 
 # mixed_precision=auto picks bf16 on CPUs with bf16 units: pin float32 so that the equivalence tests
 # (and the subprocesses they start) compare the same arithmetic on every machine.
@@ -113,7 +113,7 @@ def kind(request) -> str:
 @pytest.fixture
 def tiny(tiny_dirs, kind):
     """(model, tokenizer, seq2seq) loaded the way olora loads any checkpoint."""
-    from olora.models import is_seq2seq, load_model
+    from olora.core.models import is_seq2seq, load_model
 
     model, tok = load_model(str(tiny_dirs[kind]))
     return model, tok, is_seq2seq(model)

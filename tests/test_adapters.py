@@ -7,7 +7,8 @@ import torch
 from accelerate import Accelerator
 from peft import PeftModel
 
-from olora.adapters import (
+from olora.config import LoRAConfig, TrainConfig
+from olora.core.adapters import (
     OrthogonalityPenalty,
     activate,
     add_adapter,
@@ -17,12 +18,11 @@ from olora.adapters import (
     peft_lora_config,
     trainable_parameters,
 )
-from olora.artifacts import save_adapter
-from olora.config import LoRAConfig, TrainConfig
-from olora.demo_tasks import builtin_task
-from olora.encoding import PromptEncoder, collate_train
-from olora.models import load_model
-from olora.train import train_task
+from olora.core.models import load_model
+from olora.core.train import train_task
+from olora.data.builtin import builtin_task
+from olora.data.encoding import PromptEncoder, collate_train
+from olora.store.artifacts import save_adapter
 
 
 def _batch(tok, seq2seq, n=4):

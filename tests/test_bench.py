@@ -50,7 +50,7 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
 
 
 def test_gap_closed():
-    from olora.bench import gap_closed
+    from olora.tools.bench import gap_closed
 
     def res(method, aa):
         return {"method": method, "aa": aa, "config": {"order": "1"}}
@@ -63,8 +63,8 @@ def test_hub_id_is_a_real_path(monkeypatch):
     """A hub id goes to the hub (offline here), and the failure is one clear line."""
     import pytest
 
+    from olora.core.models import load_model
     from olora.errors import OloraError
-    from olora.models import load_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OloraError, match="cannot load model config for 'google-t5/t5-small'"):

@@ -7,10 +7,11 @@ from collections import Counter
 
 import pytest
 
-from olora.benchmarks import get_benchmark, load_benchmarks
 from olora.config import DataConfig, load_config
+from olora.data.load import load_tasks
+from olora.data.tasks import find_task_dir, load_benchmark_task
 from olora.errors import OloraError
-from olora.tasks import find_task_dir, load_benchmark_task, load_tasks
+from olora.presets import get_benchmark, load_benchmarks
 
 PAPER_ORDERS = {
     "1": "dbpedia amazon yahoo agnews",

@@ -13,10 +13,10 @@ from peft import PeftModel
 
 from olora.cli import main
 from olora.config import DataConfig
-from olora.encoding import PromptEncoder
-from olora.evaluate import generate_answers, label_token_budget
-from olora.models import load_model
-from olora.tasks import load_tasks
+from olora.core.evaluate import generate_answers, label_token_budget
+from olora.core.models import load_model
+from olora.data.encoding import PromptEncoder
+from olora.data.load import load_tasks
 
 
 def _args(model_dir: Path, out: Path, *extra: str) -> list[str]:

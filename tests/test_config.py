@@ -50,7 +50,6 @@ def test_yaml_then_overrides(tmp_path):
         ("train.lr=0", "train.lr=0.0 is invalid: must be > 0"),
         ("train.max_batch_tokens=-1", "train.max_batch_tokens=-1 is invalid: must be auto or >= 0"),
         ("train.batch_size=two", "train.batch_size='two' is invalid: must be an integer"),
-        ("method=olra", "did you mean 'olora'?"),
         ("olora.orth=papr", "did you mean 'paper'?"),
         ("data.add_task_name=maybe", "must be true or false"),
         ("tasks=[a,a]", "each task may appear once"),

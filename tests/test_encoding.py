@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from olora.demo_tasks import builtin_task
-from olora.encoding import IGNORE, PromptEncoder, collate_train
+from olora.core.evaluate import exact_match, generate_answers, normalize_answer
+from olora.core.train import answer_nll
+from olora.data.builtin import builtin_task
+from olora.data.encoding import IGNORE, PromptEncoder, collate_train
+from olora.data.tasks import Example
 from olora.errors import OloraError
-from olora.evaluate import exact_match, generate_answers, normalize_answer
-from olora.tasks import Example
-from olora.train import answer_nll
 
 
 def test_truncation_cuts_only_the_input_text(tiny):

@@ -11,8 +11,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from olora.cli import main
-from olora.export import export_run
-from olora.predict import load_for_inference
+from olora.tools.export import export_run
+from olora.tools.predict import load_for_inference
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
-from olora.adapters import (
+from olora.cli import main
+from olora.config import LoRAConfig, load_config
+from olora.core.adapters import (
     SharedDropout,
     activate,
     add_adapter,
@@ -17,8 +19,6 @@ from olora.adapters import (
     peft_lora_config,
     set_past_dropout,
 )
-from olora.cli import main
-from olora.config import LoRAConfig, load_config
 from olora.errors import OloraError
 from olora.seeding import derive_seed
 
@@ -117,7 +117,7 @@ def test_forward_transfer_is_measured_before_each_task_is_trained(tiny_dirs, tmp
 
 
 def test_rng_state_covers_every_cuda_device(monkeypatch):
-    from olora import checkpoint
+    from olora.store import checkpoint
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
@@ -147,7 +147,7 @@ def _three_adapters(model, seq2seq):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_low_precision_runs_stack_instead_of_merging(tiny_dirs, tmp_path, dtype):
     """Merging into bf16/fp16 weights is refused; the run stacks and says why."""
-    from olora.models import is_seq2seq, load_model
+    from olora.core.models import is_seq2seq, load_model
 
     model, _ = load_model(str(tiny_dirs["llama"]), dtype)
     model, names = _three_adapters(model, is_seq2seq(model))
@@ -162,7 +162,7 @@ def test_stacking_keeps_the_all_adapter_output_in_low_precision(tiny_dirs):
     contribution, where merging them into the bf16 weights loses a large part of it."""
     from tests.test_adapters import _batch
 
-    from olora.models import is_seq2seq, load_model
+    from olora.core.models import is_seq2seq, load_model
 
     model, tok = load_model(str(tiny_dirs["llama"]), "bfloat16")
     seq2seq = is_seq2seq(model)
@@ -188,7 +188,7 @@ def test_shared_dropout_gives_past_and_new_adapter_one_mask(tiny_dirs):
     """With identical weights, past + new under one mask = one adapter with doubled B under that mask."""
     from tests.test_adapters import _batch
 
-    from olora.models import is_seq2seq, load_model
+    from olora.core.models import is_seq2seq, load_model
 
     def build(names):
         model, tok = load_model(str(tiny_dirs["llama"]))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from olora.cli import main
-from olora.encoding import Encoded
-from olora.methods import METHODS, EWCPenalty, distillation_kl, replay_memory
+from olora.core.methods import METHODS, EWCPenalty, distillation_kl, replay_memory
+from olora.data.encoding import Encoded
 
 
 def _run(model_dir: Path, out: Path, method: str, *extra: str) -> dict:
@@ -94,7 +94,7 @@ def test_ewc_fisher_is_per_example_not_per_batch():
 
 def test_ewc_moves_every_batch_to_the_model_device(monkeypatch):
     """The Fisher pass must feed tensors on the run's device (it fed CPU tensors to a GPU model)."""
-    import olora.methods as methods
+    import olora.core.methods as methods
 
     seen = []
 
@@ -121,7 +121,7 @@ def test_ewc_moves_every_batch_to_the_model_device(monkeypatch):
 def test_ewc_run_logs_its_penalty(tiny_dirs, tmp_path, method):
     out = tmp_path / method
     _run(tiny_dirs["llama"], out, method)
-    assert "ewc" in _log(out, "1-newsdesk")[0] and (out / "tasks" / "0-sentiment" / "ewc.safetensors").is_file()
+    assert "ewc" in _log(out, "1-newsdesk")[0] and (out / "tasks" / "0-sentiment" / "state.safetensors").is_file()
 
 
 def test_lwf_distillation_is_zero_for_identical_outputs():
@@ -203,3 +203,32 @@ def test_folding_past_adapters_changes_no_result(tiny_dirs, tmp_path, mode):
         b = load_file(str(tmp_path / "none" / "tasks" / stage / "adapter" / "adapter_model.safetensors"))
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
+
+
+def test_unknown_method_names_the_nearest_one(tiny_dirs, tmp_path, capsys):
+    from olora.core.methods import get_method
+    from olora.errors import OloraError
+
+    with pytest.raises(OloraError, match="did you mean 'olora'?"):
+        get_method("olra")
+    args = ["run", f"model={tiny_dirs['llama']}", "method=olra", f"output_dir={tmp_path / 'x'}"]
+    assert main(args) == 2 and "did you mean 'olora'?" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def test_a_new_method_is_one_registered_class(tiny_dirs, tmp_path):
+    """A toy method (SeqLoRA that also trains on the previous task's data) needs no change elsewhere."""
+    from olora.core.methods import METHODS, OneAdapter, register
+
+    @register("toy_rehearsal")
+    class ToyRehearsal(OneAdapter):
+        def training_data(self, ctx, stage):
+            previous = [ctx.train_sets[t.name] for t in ctx.tasks[max(stage.index - 1, 0) : stage.index]]
+            return super().training_data(ctx, stage) + [ex for examples in previous for ex in examples]
+
+    try:
+        _run(tiny_dirs["llama"], tmp_path / "toy", "toy_rehearsal")
+        second = json.loads((tmp_path / "toy" / "tasks" / "1-newsdesk" / "task.json").read_text())
+        assert second["timings"]["n_train"] == 16 + 8
+    finally:
+        METHODS.pop("toy_rehearsal")

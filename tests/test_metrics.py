@@ -2,7 +2,7 @@
 
 import pytest
 
-from olora.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer, summarize
+from olora.core.metrics import average_accuracy, backward_transfer, forgetting, forward_transfer, summarize
 
 
 def test_two_by_two():
@@ -45,7 +45,7 @@ def test_malformed_matrix_is_rejected():
 
 
 def test_mean_std_and_paired_difference():
-    from olora.metrics import mean_std, paired_difference, t95
+    from olora.core.metrics import mean_std, paired_difference, t95
 
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0) and mean_std([4.0]) == (4.0, None)
     # differences 2, 4, 6: mean 4, std 2, half-width t95(2) * 2 / sqrt(3)

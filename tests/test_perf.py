@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from olora.adapters import OrthogonalityPenalty
-from olora.models import load_model
-from olora.perf import format_perf, naive_orthogonality, run_perf, with_task_adapters
+from olora.core.adapters import OrthogonalityPenalty
+from olora.core.models import load_model
+from olora.tools.perf import format_perf, naive_orthogonality, run_perf, with_task_adapters
 
 
 def test_naive_penalty_equals_the_fast_one(tiny_dirs):

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from olora.benchmarks import load_benchmarks
 from olora.config import load_config
+from olora.presets import load_benchmarks
 
 REPO = "cmnfriend/O-LoRA@07117e1"
 # (key, official value, source). The global batch is per-device batch × accumulation × GPUs.
@@ -95,8 +95,8 @@ def test_every_paper_preset_and_order_is_checked():
 
 
 def test_a_preset_run_has_no_deviation_but_an_override_has_one():
-    from olora.benchmarks import config_deviations, get_benchmark
     from olora.config import config_to_dict
+    from olora.presets import config_deviations, get_benchmark
 
     bench = get_benchmark("long")
     assert config_deviations(bench, "6", config_to_dict(load_config(None, ["benchmark=long", "order=6"]))) == []

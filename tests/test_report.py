@@ -67,7 +67,7 @@ def _chromium() -> str | None:
 
 @pytest.mark.skipif(_chromium() is None, reason="no headless Chromium installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(two_runs, tmp_path):
-    from olora.report import build_report
+    from olora.tools.report import build_report
 
     html_path, _ = build_report(two_runs, tmp_path / "page")
     shot = tmp_path / "shot.png"

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from olora import resources
 from olora.cli import main
+from olora.core import resources
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from olora.errors import OloraError
-from olora.shapes import format_shapes, shape_check
+from olora.tools.shapes import format_shapes, shape_check
 
 
 @pytest.mark.parametrize("shape", ["llama-tiny", "t5-tiny"])

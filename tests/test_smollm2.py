@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from olora import models
 from olora.cli import main
+from olora.core import models
 from olora.errors import OloraError
 
 pytestmark = pytest.mark.skipif(

@@ -7,11 +7,10 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from olora.demo_tasks import builtin_task
-from olora.encoding import PromptEncoder, collate_prompts, collate_train
-from olora.evaluate import greedy_decode
-from olora.prefix import MIN_SHARED, shared_prefix_length
-from olora.train import answer_nll, row_chunks
+from olora.core.evaluate import greedy_decode
+from olora.core.train import answer_nll, row_chunks
+from olora.data.builtin import builtin_task
+from olora.data.encoding import MIN_SHARED, PromptEncoder, collate_prompts, collate_train, shared_prefix_length
 
 
 def test_shared_prefix_length_leaves_every_row_a_token():
@@ -24,7 +23,7 @@ def test_shared_prefix_length_leaves_every_row_a_token():
 
 @pytest.fixture
 def llama_lora(tiny_dirs):
-    from olora.models import load_model
+    from olora.core.models import load_model
 
     model, tok = load_model(str(tiny_dirs["llama"]))
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -75,7 +74,7 @@ def test_greedy_decode_equals_generate(llama_lora, share_prefix):
 
 
 def test_length_grouped_batches_cover_each_example_once_and_pad_less():
-    from olora.train import batch_order
+    from olora.core.train import batch_order
 
     lengths = torch.randint(20, 400, (300,), generator=torch.Generator().manual_seed(0)).tolist()
 
@@ -104,9 +103,9 @@ def test_chunked_micro_batches_give_the_same_gradient(tiny, monkeypatch):
     gradient (no dropout), with gradient accumulation and the orthogonality penalty on."""
     from accelerate import Accelerator
 
-    from olora.adapters import OrthogonalityPenalty, activate, add_adapter, lora_layers, peft_lora_config
     from olora.config import LoRAConfig, TrainConfig
-    from olora.train import train_task
+    from olora.core.adapters import OrthogonalityPenalty, activate, add_adapter, lora_layers, peft_lora_config
+    from olora.core.train import train_task
 
     model, tok, seq2seq = tiny
     for name in ("t0", "t1"):

@@ -8,10 +8,11 @@ from collections import Counter
 import pytest
 
 from olora.config import DataConfig
+from olora.data.load import load_tasks
+from olora.data.tasks import INSTRUCTIONS, Example, Task, build_prompt, load_benchmark_task, subsample_per_class
 from olora.errors import OloraError
-from olora.tasks import Example, Task, build_prompt, load_benchmark_task, load_tasks, subsample_per_class
 
-AGNEWS = Task("agnews", "TC", ["World", "Sports", "Business", "Science or Technology"])
+AGNEWS = Task("agnews", "TC", ["World", "Sports", "Business", "Science or Technology"], instruction=INSTRUCTIONS["TC"])
 
 
 def test_prompt_matches_official_example():
@@ -24,7 +25,7 @@ def test_prompt_matches_official_example():
 
 def test_prompt_prefix_is_optional_and_copa_has_no_options():
     assert build_prompt(AGNEWS, "x", add_task_name=False, add_dataset_name=False).startswith("What is the topic")
-    copa = Task("COPA", "COPA", ["A", "B"])
+    copa = Task("COPA", "COPA", ["A", "B"], show_options=False)
     assert build_prompt(copa, "Q?\nA: a\nB: b") == "Task:COPA\nDataset:COPA\nQ?\nA: a\nB: b\nAnswer:"
 
 
@@ -45,6 +46,8 @@ def test_reads_a_cl_benchmark_folder(tmp_path):
     _write_task(tmp_path)
     task = load_benchmark_task(tmp_path, "toy")
     assert task.task_type == "TC" and task.labels == ["yes", "no"]
+    assert task.instruction == INSTRUCTIONS["TC"] and task.show_options  # the reader gives the official prompt
+    assert Task.from_dict(task.to_dict()).instruction == task.instruction
     assert len(task.train) == 10 and task.train[1] == Example("s1", "no")
 
 

@@ -49,12 +49,14 @@ def cmd_config(ns: argparse.Namespace) -> int:
     import yaml
 
     from olora.config import config_to_dict, load_config
+    from olora.core.methods import get_method
 
     path, overrides = _split_config_args(ns.args)
     cfg = load_config(path, overrides)
+    get_method(cfg.method)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, width=110), end="")
     if cfg.benchmark is not None:
-        from olora.benchmarks import config_deviations, get_benchmark
+        from olora.presets import config_deviations, get_benchmark
 
         deviations = config_deviations(get_benchmark(cfg.benchmark), cfg.order, config_to_dict(cfg))
         print("# deviations from the official protocol (before the model and data are loaded):")
@@ -64,8 +66,8 @@ def cmd_config(ns: argparse.Namespace) -> int:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from olora.config import load_config
-    from olora.report import format_matrix, format_summary
     from olora.runner import run
+    from olora.tools.report import format_matrix, format_summary
 
     path, overrides = _split_config_args(ns.args)
     cfg = load_config(path, overrides)
@@ -81,10 +83,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
 def cmd_demo(ns: argparse.Namespace) -> int:
     """O-LoRA and SeqLoRA on the built-in sequence over several seeds: the spread shows which
     differences are more than one run's luck."""
-    from olora.bench import release_memory
     from olora.config import load_config, packaged_config
-    from olora.report import seed_summary
     from olora.runner import run
+    from olora.tools.bench import release_memory
+    from olora.tools.report import seed_summary
 
     methods = ("olora", "seqlora")
     by_method: dict[str, list[dict]] = {m: [] for m in methods}
@@ -109,7 +111,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 def cmd_bench(ns: argparse.Namespace) -> int:
     import shlex
 
-    from olora.bench import run_grid, write_tables
+    from olora.tools.bench import run_grid, write_tables
 
     path, overrides = _split_config_args(ns.args)
     out = Path(ns.out)
@@ -125,7 +127,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from olora.report import build_report
+    from olora.tools.report import build_report
 
     runs = [Path(r) for r in ns.runs]
     out = Path(ns.output) if ns.output else runs[0] / "report"
@@ -135,7 +137,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
-    from olora.export import export_run
+    from olora.tools.export import export_run
 
     out = export_run(Path(ns.run), ns.format, Path(ns.output))
     print(f"exported ({ns.format}): {out}")
@@ -145,7 +147,7 @@ def cmd_export(ns: argparse.Namespace) -> int:
 def cmd_predict(ns: argparse.Namespace) -> int:
     import json
 
-    from olora.predict import predict, read_inputs
+    from olora.tools.predict import predict, read_inputs
 
     if (ns.text is None) == (ns.file is None):
         raise OloraError("olora predict needs exactly one of --text or --file")
@@ -153,7 +155,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
     preds = predict(Path(ns.path), ns.task, texts, batch_size=ns.batch_size, progress=ns.file is not None)
     rows = [json.dumps({"input": t, "prediction": p}, ensure_ascii=False) for t, p in zip(texts, preds, strict=True)]
     if ns.output:
-        from olora.io import atomic_write_text
+        from olora.store.io import atomic_write_text
 
         atomic_write_text(Path(ns.output), "".join(r + "\n" for r in rows))
         print(f"predictions: {ns.output}")
@@ -166,7 +168,7 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 
 def cmd_perf(ns: argparse.Namespace) -> int:
     if ns.shapes:
-        from olora.shapes import format_shapes, shape_check
+        from olora.tools.shapes import format_shapes, shape_check
 
         report = []
         for shape in ns.shapes:
@@ -177,14 +179,14 @@ def cmd_perf(ns: argparse.Namespace) -> int:
             )
             print(format_shapes(report[-1:]), flush=True)
     else:
-        from olora.perf import format_perf, run_perf
+        from olora.tools.perf import format_perf, run_perf
 
         report = run_perf(
             ns.model, ns.tasks, ns.batch_size, ns.repeats, ns.eval_examples, ns.infer_batch_size, ns.epoch_examples
         )
         print(format_perf(report))
     if ns.json:
-        from olora.io import atomic_write_json
+        from olora.store.io import atomic_write_json
 
         atomic_write_json(Path(ns.json), report)
         print(f"written: {ns.json}")
@@ -192,9 +194,10 @@ def cmd_perf(ns: argparse.Namespace) -> int:
 
 
 def cmd_show(ns: argparse.Namespace) -> int:
-    from olora.report import load_run, side_by_side
+    from olora.store.rundir import RunFolder
+    from olora.tools.report import side_by_side
 
-    print(side_by_side([load_run(Path(folder)) for folder in ns.runs]))
+    print(side_by_side([RunFolder(folder).load_results() for folder in ns.runs]))
     return 0
 
 

@@ -123,7 +123,7 @@ class TrainConfig:
         "consecutive row chunks whose token-weighted losses add up to the micro-batch's mean, so the "
         "gradient is the same (bit-for-bit only without dropout). Peak memory then follows this cap "
         "instead of batch_size × the longest prompt. 'auto': from the model's size and the memory "
-        "available (see olora.resources); 0 = never split.",
+        "available (see olora.core.resources); 0 = never split.",
     )
     lr: float = _f(1e-3, "AdamW learning rate (constant schedule, as the official runs).")
     first_task_lr: float | None = _f(
@@ -159,10 +159,6 @@ class LogConfig:
     tensorboard: bool = _f(False, "Also write losses and accuracies to OUT/tensorboard (needs tensorboard).")
 
 
-MethodName = Literal[
-    "olora", "inclora", "seqlora", "seqft", "replay_ft", "ewc_ft", "lwf_ft", "mtl_ft", "pertask_ft",
-    "replay_lora", "ewc_lora", "lwf_lora", "mtl_lora", "pertask_lora",
-]  # fmt: skip
 # Names of olora < 0.2, where these baselines trained one LoRA adapter; the paper's are full fine-tuning.
 RENAMED_METHODS = {
     n: f"{n}_lora (what olora < 0.2 ran) or {n}_ft (the paper's)" for n in ("replay", "ewc", "lwf", "mtl", "pertask")
@@ -172,12 +168,12 @@ RENAMED_METHODS = {
 @dataclass
 class RunConfig:
     model: str = _f("smollm2", "'smollm2' (embedded default), a local checkpoint folder, or a Hugging Face hub id.")
-    method: MethodName = _f(
+    method: str = _f(
         "olora",
         "olora = new adapter per task + orthogonality; inclora = same without the penalty; "
         "seqlora = one adapter trained on every task in turn; seqft = full fine-tuning in turn; "
         "replay_ft/ewc_ft/lwf_ft/mtl_ft/pertask_ft = the paper's baselines (full fine-tuning); "
-        "replay_lora/ewc_lora/lwf_lora/mtl_lora/pertask_lora = the same on one LoRA adapter (see olora.methods).",
+        "replay_lora/ewc_lora/lwf_lora/mtl_lora/pertask_lora = the same on one LoRA adapter (see olora.core.methods).",
     )
     tasks: list[str] = _f(
         ["sentiment", "newsdesk", "helpline"], "Task names in training order (data.dir tasks or built-in)."
@@ -425,7 +421,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def _with_benchmark(tree: dict[str, Any]) -> dict[str, Any]:
     """benchmark= + order= put the benchmark's settings for that order (task sequence, official
     hyperparameters, per-task λ and epochs of that order only) under the user's values, which win."""
-    from olora.benchmarks import deep_merge, get_benchmark
+    from olora.presets import deep_merge, get_benchmark
 
     if tree.get("benchmark") is None or tree.get("order") is None:
         raise OloraError("benchmark= and order= go together, e.g. benchmark=standard order=1")
@@ -437,12 +433,6 @@ def _with_benchmark(tree: dict[str, Any]) -> dict[str, Any]:
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def save_config(cfg: RunConfig, path: Path) -> None:
-    from olora.io import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def packaged_config(name: str) -> Path:

@@ -14,31 +14,24 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from olora.artifacts import ADAPTER_WEIGHTS, load_safetensors_dir
+from olora.core.methods import get_method
 from olora.errors import OloraError
-from olora.io import atomic_write_json, replace_dir
-from olora.methods import METHODS
-from olora.report import load_run
+from olora.store.artifacts import ADAPTER_WEIGHTS, load_safetensors_dir
+from olora.store.io import atomic_write_json, replace_dir
+from olora.store.rundir import RunFolder, StageFolder
 
 EXPORT_INFO = "olora_export.json"
 
 
-def stage_records(run_dir: Path) -> list[dict]:
-    records = [json.loads(p.read_text(encoding="utf-8")) for p in (run_dir / "tasks").glob("*/task.json")]
-    return sorted(records, key=lambda r: r["index"])
-
-
-def run_adapters(run_dir: Path, results: dict) -> list[Path]:
-    """The adapter folders whose sum is the run's final model."""
-    method = METHODS[results["method"]]
-    stages = stage_records(run_dir)
-    folders = [run_dir / "tasks" / f"{r['index']}-{r['name']}" / "adapter" for r in stages]
-    return folders if method.adapter_per_task else folders[-1:]
+def answering_stages(run: RunFolder, results: dict, task: int | None = None) -> list[StageFolder]:
+    """The stages whose adapters (summed) or whole model answer ``task`` (None: every task) at the end."""
+    return get_method(results["method"]).inference_stages(run.stages(), task)
 
 
 def concat_adapter_files(folders: list[Path]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -63,11 +56,11 @@ def concat_adapter_files(folders: list[Path]) -> tuple[dict[str, torch.Tensor], 
     return merged, config
 
 
-def _export_info(run_dir: Path, results: dict, fmt: str) -> dict:
-    tasks = [t for r in stage_records(run_dir) for t in r["tasks"]]
+def _export_info(run: RunFolder, results: dict, fmt: str) -> dict:
+    tasks = [t for r in run.stage_records() for t in r["tasks"]]
     return {
         "format": fmt,
-        "source_run": str(run_dir.resolve()),
+        "source_run": str(run.root.resolve()),
         "method": results["method"],
         "model": results["config"]["model"],
         "tasks": tasks,
@@ -77,32 +70,28 @@ def _export_info(run_dir: Path, results: dict, fmt: str) -> dict:
 
 
 def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
-    run_dir = Path(run_dir)
-    results = load_run(run_dir)
-    method = METHODS[results["method"]]
-    if method.task_routing:
-        raise OloraError(
-            f"{results['method']} picks an adapter or model by task id: there is no single model to export; use "
-            "tasks/<i>-<name>/adapter (or model) directly"
-        )
+    run = RunFolder(run_dir)
+    results = run.load_results()
+    if fmt not in ("adapter", "merged"):
+        raise OloraError(f"--format {fmt!r} is unknown: use adapter or merged")
+    stages = answering_stages(run, results)  # raises for methods that pick a model by task id
+    full_model = get_method(results["method"]).full_model
+    if fmt == "adapter" and full_model:
+        raise OloraError(f"{results['method']} trains the whole model, so it has no adapter: use --format merged")
     if out.exists() and not out.is_dir():
         raise OloraError(f"export target {str(out)!r} is a file: choose a folder path")
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     if fmt == "adapter":
-        if method.full_finetune:
-            raise OloraError(f"{results['method']} trains the whole model, so it has no adapter: use --format merged")
-        state, config = concat_adapter_files(run_adapters(run_dir, results))
+        state, config = concat_adapter_files([stage.adapter for stage in stages])
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / ADAPTER_WEIGHTS))
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    elif fmt == "merged":
-        model, tokenizer = final_model(run_dir, results)
+    else:
+        model, tokenizer = answering_model(run, results)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    else:
-        raise OloraError(f"--format {fmt!r} is unknown: use adapter or merged")
-    atomic_write_json(tmp / EXPORT_INFO, _export_info(run_dir, results, fmt))
+    atomic_write_json(tmp / EXPORT_INFO, _export_info(run, results, fmt))
     replace_dir(tmp, out)
     return out
 
@@ -113,40 +102,21 @@ def run_dtype(results: dict) -> str:
     return chosen or (results["config"]["dtype"] if results["config"]["dtype"] != "auto" else "float32")
 
 
-def final_model(run_dir: Path, results: dict, stage: int = -1):
-    """(model, tokenizer) of the run's state after ``stage`` (default: the last) as one plain
-    transformers model (no peft); ``stage`` matters for full fine-tuning only."""
+def answering_model(run: RunFolder, results: dict, task: int | None = None):
+    """(model, tokenizer) that answers ``task`` (None: any task) after the run, as one plain
+    transformers model (no peft): the last whole model, or the base with the adapters merged."""
     from peft import PeftModel
 
-    from olora.models import load_model
+    from olora.core.models import load_model
 
-    cfg = results["config"]
-    base, tokenizer = load_model(cfg["model"], run_dtype(results))
-    if METHODS[results["method"]].full_finetune:
-        last = stage_records(run_dir)[stage]
-        base.load_state_dict(
-            load_safetensors_dir(run_dir / "tasks" / f"{last['index']}-{last['name']}" / "model"), strict=False
-        )
+    base, tokenizer = load_model(results["config"]["model"], run_dtype(results))
+    stages = answering_stages(run, results, task)
+    if get_method(results["method"]).full_model:
+        base.load_state_dict(load_safetensors_dir(stages[-1].model), strict=False)
         return base, tokenizer
-    state, config = concat_adapter_files(run_adapters(run_dir, results))
-    with _temporary_adapter(state, config, run_dir) as folder:
+    state, config = concat_adapter_files([stage.adapter for stage in stages])
+    with tempfile.TemporaryDirectory() as folder:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(Path(folder) / ADAPTER_WEIGHTS))
+        (Path(folder) / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
         model = PeftModel.from_pretrained(base, folder)
         return model.merge_and_unload(), tokenizer
-
-
-class _temporary_adapter:
-    """A concatenated adapter written to a scratch folder for the length of a ``with`` block."""
-
-    def __init__(self, state: dict, config: dict, near: Path):
-        self.state, self.config = state, config
-        self.folder = near / ".export-scratch"
-
-    def __enter__(self) -> Path:
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in self.state.items()}, str(self.folder / ADAPTER_WEIGHTS))
-        (self.folder / "adapter_config.json").write_text(json.dumps(self.config), encoding="utf-8")
-        return self.folder
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import platform
 import statistics
@@ -17,19 +16,13 @@ import time
 from pathlib import Path
 
 from olora.config import load_config
+from olora.core.methods import get_method
 from olora.runner import run
+from olora.store.rundir import RunFolder
 
 
 def run_dir(out: Path, benchmark: str, order: str, method: str, seed: int) -> Path:
     return out / f"{benchmark}-order{order}" / method / f"seed{seed}"
-
-
-def finished(folder: Path) -> dict | None:
-    try:
-        res = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return res if res.get("status") == "complete" else None
 
 
 def run_grid(
@@ -58,8 +51,9 @@ def run_grid(
                     f"output_dir={folder}",
                 ]
                 cells.append((folder, load_config(config, cell)))
+                get_method(method)
     for folder, cfg in cells:
-        done = finished(folder)
+        done = RunFolder(folder).finished_results()
         if done is None:
             done = run(cfg)
             release_memory()

@@ -7,7 +7,7 @@ decoder-only model starts exactly at the first answer token (no off-by-one from 
 
 Decoder-only batches are *left*-padded with explicit position ids, for training and generation
 alike: every answer then ends in the last column, so the LM head runs on the answer columns only.
-The prompts' common head is split off as ``prefix_ids`` and computed once per batch (olora.prefix).
+The prompts' common head is split off as ``prefix_ids`` and computed once per batch (olora.core.prefix).
 """
 
 from __future__ import annotations
@@ -18,11 +18,26 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from olora.data.tasks import Example, Task
 from olora.errors import OloraError
-from olora.prefix import shared_prefix_length
-from olora.tasks import Example, Task
 
 log = logging.getLogger(__name__)
+MIN_SHARED = 8  # below this, the extra model call costs more than the tokens it saves
+
+
+def shared_prefix_length(rows: list[list[int]]) -> int:
+    """Length of the common leading run of ``rows``, leaving every row at least one own token
+    (the suffix pass must produce the logit that predicts each row's next token)."""
+    if len(rows) < 2:
+        return 0
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n if n >= MIN_SHARED else 0
+
+
 IGNORE = -100
 
 
@@ -132,7 +147,7 @@ def _decoder_rows(
     prompts: list[list[int]], tails: list[list[int]], pad_id: int, share_prefix: bool
 ) -> dict[str, torch.Tensor]:
     """Left-padded ``prompt + tail`` rows; with ``share_prefix``, the prompts' common head is
-    split off as ``prefix_ids`` (1×P) and the rest is padded after it (see olora.prefix)."""
+    split off as ``prefix_ids`` (1×P) and the rest is padded after it (see olora.core.prefix)."""
     shared = shared_prefix_length(prompts) if share_prefix else 0
     input_ids, mask = _left_pad([p[shared:] + t for p, t in zip(prompts, tails, strict=True)], pad_id)
     if not shared:

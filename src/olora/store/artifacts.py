@@ -14,7 +14,7 @@ from peft import PeftModel
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from olora.io import replace_dir
+from olora.store.io import replace_dir
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 

@@ -27,11 +27,11 @@ from collections.abc import Callable
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaConfig, PretrainedConfig, T5Config
 
-from olora.adapters import OrthogonalityPenalty, activate, concat_adapters, merge_into_base
-from olora.encoding import Encoded, collate_train
+from olora.core.adapters import OrthogonalityPenalty, activate, concat_adapters, merge_into_base
+from olora.core.train import answer_nll
+from olora.data.encoding import Encoded, collate_train
 from olora.errors import OloraError
-from olora.perf import with_task_adapters
-from olora.train import answer_nll
+from olora.tools.perf import with_task_adapters
 
 T5_LARGE = dict(d_model=1024, d_ff=4096, d_kv=64, num_heads=16, num_layers=24, num_decoder_layers=24)
 LLAMA2_7B = dict(

@@ -21,7 +21,8 @@ from collections.abc import Callable
 import torch
 from accelerate import Accelerator
 
-from olora.adapters import (
+from olora.config import LoRAConfig
+from olora.core.adapters import (
     OrthogonalityPenalty,
     activate,
     add_adapter,
@@ -30,12 +31,11 @@ from olora.adapters import (
     merge_into_base,
     peft_lora_config,
 )
-from olora.config import LoRAConfig
-from olora.demo_tasks import BUILTIN_TASKS, builtin_task
-from olora.encoding import Encoded, PromptEncoder, collate_prompts, collate_train
-from olora.evaluate import exact_match, generate_answers, label_token_budget
-from olora.models import is_seq2seq, load_model
-from olora.train import answer_nll, batch_order
+from olora.core.evaluate import exact_match, generate_answers, label_token_budget
+from olora.core.models import is_seq2seq, load_model
+from olora.core.train import answer_nll, batch_order
+from olora.data.builtin import BUILTIN_TASKS, builtin_task
+from olora.data.encoding import Encoded, PromptEncoder, collate_prompts, collate_train
 
 
 def naive_orthogonality(model: torch.nn.Module, past: list[str], new: str) -> torch.Tensor:

@@ -18,10 +18,8 @@ import random
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
-from olora.config import DataConfig
 from olora.errors import OloraError
 
 log = logging.getLogger(__name__)
@@ -40,9 +38,6 @@ INSTRUCTIONS = {
     "WiC": "Given a word and two sentences, whether the word is used with the same sense in both "
     "sentence? Choose one from the option.\n",
     "COPA": "",
-    # Built-in demo task types (olora.demo_tasks).
-    "NEWSDESK": "Which colour code does the newsroom file the following story under? Choose one from the option.\n",
-    "HELPLINE": "Which colour code does the helpline file the following message under? Choose one from the option.\n",
 }
 # The "no gold label" marker of MultiNLI; such examples can never be scored, so they are dropped.
 NO_GOLD_LABELS = {"-"}
@@ -62,10 +57,8 @@ class Task:
     train: list[Example] = field(default_factory=list)
     test: list[Example] = field(default_factory=list)
     source: str = "builtin"
-
-    @property
-    def instruction(self) -> str:
-        return INSTRUCTIONS.get(self.task_type, "")
+    instruction: str = ""  # the task definition before the options, e.g. "What is the topic …?\n"
+    show_options: bool = True  # the "Option: a, b, c" line (COPA has none: its options are in the text)
 
     def prompt_parts(self, add_task_name: bool = True, add_dataset_name: bool = True) -> tuple[str, str]:
         """(head, tail) around the example text: only the text between them may be truncated."""
@@ -74,13 +67,33 @@ class Task:
             head += f"Task:{self.task_type}\n"
         if add_dataset_name:
             head += f"Dataset:{self.name}\n"
-        if self.task_type != "COPA":
+        if self.show_options:
             head += self.instruction + "Option: " + ", ".join(self.labels) + " \n"
         return head, "\nAnswer:"
 
     def to_dict(self) -> dict:
         """The definition needed to rebuild prompts later (no examples)."""
-        return {"name": self.name, "task_type": self.task_type, "labels": self.labels, "source": self.source}
+        return {
+            "name": self.name,
+            "task_type": self.task_type,
+            "labels": self.labels,
+            "source": self.source,
+            "instruction": self.instruction,
+            "show_options": self.show_options,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Task:
+        """A task definition saved by ``to_dict`` (runs of olora < 0.2 saved no instruction: the official one)."""
+        official = d["task_type"] in INSTRUCTIONS
+        return cls(
+            d["name"],
+            d["task_type"],
+            list(d["labels"]),
+            source=d.get("source", ""),
+            instruction=d.get("instruction", INSTRUCTIONS.get(d["task_type"], "")),
+            show_options=d.get("show_options", d["task_type"] != "COPA" if official else True),
+        )
 
 
 def build_prompt(task: Task, text: str, add_task_name: bool = True, add_dataset_name: bool = True) -> str:
@@ -225,7 +238,17 @@ def load_benchmark_task(data_dir: Path, name: str, carve_missing: bool = False) 
                 "it from the other split"
             )
         train, test = read_split(task_dir / "train.json", labels), read_split(task_dir / "test.json", labels)
-    return Task(name=name, task_type=task_dir.parent.name, labels=labels, train=train, test=test, source=source)
+    group = task_dir.parent.name
+    return Task(
+        name=name,
+        task_type=group,
+        labels=labels,
+        train=train,
+        test=test,
+        source=source,
+        instruction=INSTRUCTIONS.get(group, ""),
+        show_options=group != "COPA",  # COPA's A/B options are inside its sentence (official template)
+    )
 
 
 def subsample_per_class(examples: list[Example], per_class: int | None, seed: int | str, what: str) -> list[Example]:
@@ -247,34 +270,3 @@ def subsample_per_class(examples: list[Example], per_class: int | None, seed: in
         idx = by_label[label]
         keep += idx if len(idx) <= per_class else rng.sample(idx, per_class)
     return [examples[i] for i in sorted(keep)]
-
-
-def load_tasks(names: list[str], data: DataConfig, seed: int) -> list[Task]:
-    """Load and subsample every task before any training, so bad data stops the run early.
-
-    With ``data.eval_split="validation"``, ``validation_per_class`` examples per label are held out
-    of train and replace the test split, so tuning never touches test.
-    """
-    from olora.demo_tasks import BUILTIN_TASKS, builtin_task
-
-    tasks = []
-    for name in names:
-        if data.dir is None:
-            if name not in BUILTIN_TASKS:
-                close = difflib.get_close_matches(name, BUILTIN_TASKS, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                raise OloraError(
-                    f"task {name!r} is not a built-in task ({', '.join(BUILTIN_TASKS)}): {hint}"
-                    "or set data.dir to a CL_Benchmark folder"
-                )
-            task = builtin_task(name)
-        else:
-            task = load_benchmark_task(Path(data.dir), name, data.carve_missing)
-        if data.eval_split == "validation":
-            held_out = partial(_at_most_half, data.validation_per_class)
-            task.train, task.test = stratified_split(task.train, held_out, f"{name}:validation")
-            task.source += " (evaluated on a validation split carved from train)"
-        task.train = subsample_per_class(task.train, data.train_per_class, seed, f"data.train_per_class[{name}]")
-        task.test = subsample_per_class(task.test, data.test_per_class, seed, f"data.test_per_class[{name}]")
-        tasks.append(task)
-    return tasks

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -82,15 +81,6 @@ def accuracy_curves(runs: list[dict], path: Path) -> None:
 
 def _label(res: dict) -> str:
     return f"{res['method']} (seed {res['seed']})"
-
-
-def read_train_logs(run_dir: Path) -> dict[str, list[dict]]:
-    logs = {}
-    for folder in sorted((run_dir / "tasks").glob("*"), key=lambda p: int(p.name.split("-")[0])):
-        path = folder / "train_log.jsonl"
-        if path.is_file():
-            logs[folder.name] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
-    return logs
 
 
 def loss_curves(logs: dict[str, list[dict]], path: Path) -> list[str]:

@@ -18,20 +18,7 @@ from functools import cache
 
 import torch
 
-MIN_SHARED = 8  # below this, the extra model call costs more than the tokens it saves
-
-
-def shared_prefix_length(rows: list[list[int]]) -> int:
-    """Length of the common leading run of ``rows``, leaving every row at least one own token
-    (the suffix pass must produce the logit that predicts each row's next token)."""
-    if len(rows) < 2:
-        return 0
-    limit = min(len(r) for r in rows) - 1
-    first = rows[0]
-    n = 0
-    while n < limit and all(r[n] == first[n] for r in rows):
-        n += 1
-    return n if n >= MIN_SHARED else 0
+from olora.data.encoding import shared_prefix_length  # noqa: F401  (re-exported: the KV-cache side uses it)
 
 
 def _core(model: torch.nn.Module) -> torch.nn.Module:

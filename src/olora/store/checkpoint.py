@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from olora.io import atomic_write_json, replace_dir
+from olora.store.io import atomic_write_json, replace_dir
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
@@ -105,3 +105,16 @@ def load_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.
     set_rng_state(state["rng"])
     log.info("resuming from %s at step %d", folder, state["step"])
     return int(state["step"])
+
+
+class StepCheckpoints:
+    """The step checkpoints of one training stage, in ``folder`` (what ``train_task`` resumes from)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+        return load_step_checkpoint(self.folder, model, optimizer)
+
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+        save_step_checkpoint(self.folder, model, optimizer, step)

@@ -9,20 +9,19 @@ import torch
 from peft import PeftModel
 
 from olora.config import DataConfig
-from olora.encoding import Encoded, PromptEncoder
+from olora.core.evaluate import generate_answers, label_token_budget
+from olora.core.models import is_seq2seq, load_model
+from olora.data.encoding import Encoded, PromptEncoder
+from olora.data.tasks import Task
 from olora.errors import OloraError
-from olora.evaluate import generate_answers, label_token_budget
-from olora.export import EXPORT_INFO, final_model, run_adapters, run_dtype, stage_records
-from olora.methods import METHODS
-from olora.models import is_seq2seq, load_model
-from olora.report import load_run
-from olora.tasks import Task
+from olora.store.rundir import RunFolder
+from olora.tools.export import EXPORT_INFO, answering_model
 
 
 def _task(defs: list[dict], name: str) -> Task:
     for d in defs:
         if d["name"] == name:
-            return Task(d["name"], d["task_type"], list(d["labels"]))
+            return Task.from_dict(d)
     raise OloraError(f"task {name!r} is not in this run: choose one of {', '.join(d['name'] for d in defs)}")
 
 
@@ -38,25 +37,13 @@ def load_for_inference(path: Path, task_name: str) -> tuple[torch.nn.Module, obj
             base, tokenizer = load_model(info["model"], info["dtype"])
             model = PeftModel.from_pretrained(base, path)
         return model, tokenizer, task, DataConfig(**info["data"])
-    results = load_run(path)
-    cfg = results["config"]
-    method = METHODS[results["method"]]
-    stages = stage_records(path)
-    task = _task([t for r in stages for t in r["tasks"]], task_name)
-    if method.full_finetune:
-        index = next(r["index"] for r in stages if r["name"] == task_name) if method.task_routing else -1
-        model, tokenizer = final_model(path, results, index)
-    else:
-        model, tokenizer = load_model(cfg["model"], run_dtype(results))
-        folders = run_adapters(path, results)
-        if method.task_routing:
-            index = next(r["index"] for r in stages if r["name"] == task_name)
-            folders = [path / "tasks" / f"{index}-{task_name}" / "adapter"]
-        model = PeftModel.from_pretrained(model, folders[0], adapter_name="a0")
-        for k, folder in enumerate(folders[1:], start=1):
-            model.load_adapter(folder, adapter_name=f"a{k}")
-        model.base_model.set_adapter([f"a{k}" for k in range(len(folders))])
-    return model, tokenizer, task, DataConfig(**cfg["data"])
+    run = RunFolder(path)
+    results = run.load_results()
+    records = run.stage_records()
+    task = _task([t for r in records for t in r["tasks"]], task_name)
+    index = next((r["index"] for r in records if r["name"] == task_name), None)
+    model, tokenizer = answering_model(run, results, index)
+    return model, tokenizer, task, DataConfig(**results["config"]["data"])
 
 
 def read_inputs(path: Path) -> list[str]:

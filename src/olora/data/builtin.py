@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from olora.tasks import Example, Task
+from olora.data.tasks import Example, Task
 
 TRAIN_PER_CLASS = 60
 TEST_PER_CLASS = 20
@@ -163,6 +163,14 @@ def _sentences(fragments: list[str], frames: list[str], extra: list[str] | None 
     return [frame.format(frag) + end for frame, frag, end in combos]
 
 
+# Each task's instruction (sentiment uses the official SC wording, so its prompt is a CL_Benchmark prompt).
+INSTRUCTIONS = {
+    "sentiment": "What is the sentiment of the following paragraph? Choose one from the option.\n",
+    "newsdesk": "Which colour code does the newsroom file the following story under? Choose one from the option.\n",
+    "helpline": "Which colour code does the helpline file the following message under? Choose one from the option.\n",
+}
+
+
 def _make(name: str, task_type: str, by_label: dict[str, list[str]]) -> Task:
     rng = random.Random(f"olora-demo:{name}")
     train, test = [], []
@@ -175,7 +183,8 @@ def _make(name: str, task_type: str, by_label: dict[str, list[str]]) -> Task:
         train += [Example(s, label) for s in pool[TEST_PER_CLASS:need]]
     rng.shuffle(train)
     rng.shuffle(test)
-    return Task(name=name, task_type=task_type, labels=list(by_label), train=train, test=test)
+    labels = list(by_label)
+    return Task(name, task_type, labels, train=train, test=test, instruction=INSTRUCTIONS[name])
 
 
 def _sentiment() -> Task:

@@ -6,7 +6,7 @@ longest label's token count + 1: labels are 1-5 tokens, so decoding 50 tokens (o
 Prompts are sorted by length before batching, so little compute goes to padding.
 
 Decoder-only models decode with a plain greedy loop over the KV cache instead of ``generate()``:
-the batch's common prompt head runs once (olora.prefix), the loop stops as soon as every row has
+the batch's common prompt head runs once (olora.core.prefix), the loop stops as soon as every row has
 emitted eos, and the LM head runs on the last position only. Seq2seq models use ``generate()``.
 """
 
@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
-from olora.encoding import Encoded, collate_prompts
-from olora.prefix import cache_kwarg, decoder_forward, last_logit_only, output_cache
+from olora.core.prefix import cache_kwarg, decoder_forward, last_logit_only, output_cache
+from olora.data.encoding import Encoded, collate_prompts
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 

@@ -14,20 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from olora.adapters import trainable_parameters
-from olora.checkpoint import load_step_checkpoint, save_step_checkpoint
 from olora.config import TrainConfig
-from olora.encoding import IGNORE, Encoded, collate_train
+from olora.core.adapters import trainable_parameters
+from olora.core.prefix import decoder_forward, forward_params
+from olora.core.resources import resolve_train_config
+from olora.data.encoding import IGNORE, Encoded, collate_train
 from olora.errors import OloraError
 from olora.faults import crash_point
-from olora.prefix import decoder_forward, forward_params
-from olora.resources import resolve_train_config
 
 
 class TrainingDiverged(OloraError):
@@ -162,6 +162,14 @@ def _trim_log(path: Path, last_step: int) -> None:
     path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
 
 
+class Checkpoints(Protocol):
+    """Where a stage's step checkpoints live (olora.store.checkpoint.StepCheckpoints)."""
+
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int: ...
+
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None: ...
+
+
 WeightPenalty = Callable[[], torch.Tensor]
 BatchPenalty = Callable[[dict, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -207,7 +215,7 @@ def train_task(
     penalties: dict[str, tuple[float, WeightPenalty]] | None = None,
     batch_penalties: dict[str, tuple[float, BatchPenalty]] | None = None,
     log_path: Path | None = None,
-    checkpoint_dir: Path | None = None,
+    checkpoints: Checkpoints | None = None,
     on_log: Callable[[dict], None] | None = None,
     desc: str = "train",
 ) -> TaskTraining:
@@ -215,7 +223,7 @@ def train_task(
 
     Loss per optimizer step = mean answer NLL + Σ λ·penalty. ``penalties`` depend on the weights
     only (O-LoRA's orthogonality, L2, EWC) and are added once per step; ``batch_penalties`` see each
-    micro-batch with the student's answer logits (LwF). With ``checkpoint_dir``, a checkpoint is
+    micro-batch with the student's answer logits (LwF). With ``checkpoints``, a checkpoint is
     written every ``cfg.checkpoint_every`` steps and at the end, and an existing one is resumed
     from: the result is bit-identical to an uninterrupted run.
     """
@@ -232,7 +240,7 @@ def train_task(
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     main = accelerator.is_main_process
     torch.manual_seed(seed)  # dropout masks depend on (seed, task) only; a checkpoint restores its own state
-    start_step = load_step_checkpoint(checkpoint_dir, model, optimizer) if checkpoint_dir else 0
+    start_step = checkpoints.load(model, optimizer) if checkpoints else 0
     windows = optimizer_windows([len(e.prompt_ids) + len(e.target_ids) for e in examples], cfg, seed)
     smallest = min((len(b) for w in windows for b in w), default=accelerator.num_processes)
     if smallest < accelerator.num_processes:
@@ -293,8 +301,8 @@ def train_task(
                     on_log(row)
             crash_point("train_step")
             every = cfg.checkpoint_every
-            if checkpoint_dir and main and ((every and step % every == 0) or step == len(windows)):
-                save_step_checkpoint(checkpoint_dir, model, optimizer, step)
+            if checkpoints and main and ((every and step % every == 0) or step == len(windows)):
+                checkpoints.save(model, optimizer, step)
     finally:
         bar.close()
         if log_file:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from olora.errors import OloraError
+from olora.store.rundir import RunFolder
 
 
 def _fmt(x: float | None, width: int = 7) -> str:
@@ -47,7 +47,7 @@ def format_deviations(results: dict) -> str:
 def seed_summary(by_method: dict[str, list[dict]], first: str, second: str) -> str:
     """Per method: AA, BWT and the first task's final score as mean ± std over seeds; then the paired
     difference ``first − second`` per metric with its 95 % interval (seeds paired by index)."""
-    from olora.metrics import mean_std, paired_difference
+    from olora.core.metrics import mean_std, paired_difference
 
     def values(runs: list[dict]) -> dict[str, list[float]]:
         task0 = runs[0]["tasks"][0]
@@ -89,16 +89,6 @@ def side_by_side(runs: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------- HTML / Markdown report
-
-
-def load_run(run_dir: Path) -> dict:
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        raise OloraError(f"{str(path)!r} does not exist: is {str(run_dir)!r} a finished olora run?")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise OloraError(f"{str(path)!r} is not valid JSON ({exc.msg}): re-run the command to rebuild it") from None
 
 
 def _num(x: float | None) -> str:
@@ -152,9 +142,9 @@ def _timing_rows(res: dict) -> list[list[str]]:
 
 def build_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
     """Write ``out/report.html`` (self-contained) and ``out/report.md`` (+ PNGs) for the runs."""
-    from olora.plots import accuracy_curves, accuracy_heatmap, loss_curves, read_train_logs, subspace_heatmap
+    from olora.tools.plots import accuracy_curves, accuracy_heatmap, loss_curves, subspace_heatmap
 
-    runs = [load_run(d) for d in run_dirs]
+    runs = [RunFolder(d).load_results() for d in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
     figures: list[tuple[str, str]] = []  # (caption, file name)
     if len(runs) > 1:
@@ -166,7 +156,7 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
         figures.append((f"Run {k} ({res['method']}): accuracy matrix", f"{prefix}heatmap.png"))
         accuracy_curves([res], out / f"{prefix}curves.png")
         figures.append((f"Run {k} ({res['method']}): each task's accuracy along the sequence", f"{prefix}curves.png"))
-        if loss_curves(read_train_logs(Path(run_dir)), out / f"{prefix}losses.png"):
+        if loss_curves(RunFolder(run_dir).train_logs(), out / f"{prefix}losses.png"):
             figures.append((f"Run {k} ({res['method']}): training loss terms per task", f"{prefix}losses.png"))
         for side in ("input", "output"):
             if res.get("subspace", {}).get(side, {}).get("layers"):

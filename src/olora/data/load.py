@@ -1,0 +1,41 @@
+"""Loading a run's tasks: built-in or from a CL_Benchmark folder, then the splits and per-class sizes."""
+
+from __future__ import annotations
+
+import difflib
+from functools import partial
+from pathlib import Path
+
+from olora.config import DataConfig
+from olora.data.builtin import BUILTIN_TASKS, builtin_task
+from olora.data.tasks import Task, _at_most_half, load_benchmark_task, stratified_split, subsample_per_class
+from olora.errors import OloraError
+
+
+def load_tasks(names: list[str], data: DataConfig, seed: int) -> list[Task]:
+    """Load and subsample every task before any training, so bad data stops the run early.
+
+    With ``data.eval_split="validation"``, ``validation_per_class`` examples per label are held out
+    of train and replace the test split, so tuning never touches test.
+    """
+    tasks = []
+    for name in names:
+        if data.dir is None:
+            if name not in BUILTIN_TASKS:
+                close = difflib.get_close_matches(name, BUILTIN_TASKS, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise OloraError(
+                    f"task {name!r} is not a built-in task ({', '.join(BUILTIN_TASKS)}): {hint}"
+                    "or set data.dir to a CL_Benchmark folder"
+                )
+            task = builtin_task(name)
+        else:
+            task = load_benchmark_task(Path(data.dir), name, data.carve_missing)
+        if data.eval_split == "validation":
+            held_out = partial(_at_most_half, data.validation_per_class)
+            task.train, task.test = stratified_split(task.train, held_out, f"{name}:validation")
+            task.source += " (evaluated on a validation split carved from train)"
+        task.train = subsample_per_class(task.train, data.train_per_class, seed, f"data.train_per_class[{name}]")
+        task.test = subsample_per_class(task.test, data.test_per_class, seed, f"data.test_per_class[{name}]")
+        tasks.append(task)
+    return tasks
