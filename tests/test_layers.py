@@ -1,6 +1,6 @@
 """The package's layers follow the data flow, and no import runs upward or in a circle.
 
-    foundation (config, presets, errors, seeding, faults) → data → core → store → runner → tools → cli
+foundation (config, presets, errors, seeding, faults) → data → core → store → runner → tools → cli
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ def test_shape_check_times_every_layout_with_only_the_new_adapter_trainable(shap
     # Every layout trains exactly the new adapter; the past ones are active but frozen.
     assert len({v["trainable_params"] for v in variants.values()}) == 1
     assert [v["active_adapters"] for v in variants.values()] == [1, 1, 4, 2, 1]
-    assert variants["plain LoRA"]["ratio"] == 1.0
-    assert all(v["step_s"] > 0 and v["peak_mem_gib"] is None for v in variants.values())
+    plain = variants["plain LoRA"]["step_s"]
+    for v in variants.values():  # each ratio is that layout's step time over plain LoRA's; no GPU memory on CPU
+        assert v["ratio"] == pytest.approx(v["step_s"] / plain, rel=1e-3) and v["peak_mem_gib"] is None
     assert "O-LoRA t=4 merged (default)" in format_shapes([report])
 
 

@@ -232,32 +232,11 @@ def copy_adapter_weights(model: torch.nn.Module, source: str, target: str) -> No
             layer.lora_B[target].weight.copy_(layer.lora_B[source].weight)
 
 
-@torch.no_grad()
-def concat_adapters(model: PeftModel, names: list[str], new_name: str) -> LoraConfig:
-    """Add adapter ``new_name`` equal to the sum of ``names``: rank Σr_i, A stacked by rows,
-    B stacked by columns with each task's scaling folded in (alpha = rank, so s = 1).
+def concat_adapters(model: PeftModel, names: list[str], new_name: str) -> None:
+    """Add adapter ``new_name`` equal to the sum of ``names``: peft's ``cat`` combination (rank Σr_i,
+    A stacked by rows with each task's scaling folded in, B stacked by columns, alpha = rank).
 
-    Σ_i s_i B_i A_i = [s_1 B_1 | … | s_T B_T] · [A_1; …; A_T], so outputs match all-active exactly.
+    Σ_i s_i B_i A_i = [B_1 | … | B_T] · [s_1 A_1; …; s_T A_T], so outputs match all-active exactly
+    (tests/test_adapters.py::test_all_active_equals_concatenated_adapter).
     """
-    base_cfg = model.peft_config[names[0]]
-    rank = sum(model.peft_config[n].r for n in names)
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=rank,
-        lora_dropout=base_cfg.lora_dropout,
-        target_modules=base_cfg.target_modules,
-        bias="none",
-        task_type=base_cfg.task_type,
-    )
-    model.add_adapter(new_name, config)
-    for layer in lora_layers(model):
-        if new_name not in layer.lora_A:
-            continue
-        present = [n for n in names if n in layer.lora_A]
-        a = torch.cat([layer.lora_A[n].weight for n in present], dim=0)
-        b = torch.cat([layer.lora_B[n].weight * layer.scaling[n] for n in present], dim=1)
-        layer.lora_A[new_name].weight.zero_()
-        layer.lora_B[new_name].weight.zero_()
-        layer.lora_A[new_name].weight[: a.shape[0]] = a
-        layer.lora_B[new_name].weight[:, : b.shape[1]] = b
-    return config
+    model.add_weighted_adapter(names, [1.0] * len(names), new_name, combination_type="cat")

@@ -2,7 +2,8 @@
 
 Score = 100 · mean EM after SQuAD-style normalisation (lowercase, drop punctuation, collapse spaces;
 articles are kept). Generation stops at eos or after ``max_new_tokens``, which defaults to the
-longest label's token count + 1: labels are 1-5 tokens, so decoding 50 tokens (official) is waste.
+longest label's token count + 2 (its eos and one spare): labels are 1-5 tokens, so decoding 50 tokens
+(official, and the paper presets' ``eval.max_new_tokens``) is mostly waste.
 Prompts are sorted by length before batching, so little compute goes to padding.
 
 Decoder-only models decode with a plain greedy loop over the KV cache instead of ``generate()``:
