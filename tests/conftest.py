@@ -90,6 +90,22 @@ def build_model(kind: str, vocab: int) -> torch.nn.Module:
     return LlamaForCausalLM(cfg)
 
 
+def run_args(model_dir: Path, out: Path, *extra: str, tasks: str = "[sentiment,newsdesk]") -> list[str]:
+    """``olora run`` arguments for a short run on a tiny model; ``extra`` overrides win (they come last)."""
+    small = ["train.max_steps=2", "train.batch_size=4", "train.log_every=1", "data.train_per_class=4"]
+    return ["run", f"model={model_dir}", f"tasks={tasks}", *small, "data.test_per_class=2", f"output_dir={out}", *extra]
+
+
+def cli_run(model_dir: Path, out: Path, *extra: str, tasks: str = "[sentiment,newsdesk]") -> dict:
+    """Run ``olora run`` in-process (exit code 0 asserted) and return its results.json."""
+    import json
+
+    from olora.cli import main
+
+    assert main(run_args(model_dir, out, *extra, tasks=tasks)) == 0
+    return json.loads((out / "results.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     """{"t5": folder, "llama": folder}: saved checkpoints usable as ``model=<folder>``."""

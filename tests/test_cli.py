@@ -11,6 +11,7 @@ import pytest
 import torch
 from peft import PeftModel
 
+from conftest import run_args
 from olora.cli import main
 from olora.config import DataConfig
 from olora.core.evaluate import generate_answers, label_token_budget
@@ -20,19 +21,7 @@ from olora.data.load import load_tasks
 
 
 def _args(model_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        f"model={model_dir}",
-        "tasks=[sentiment,newsdesk]",
-        "train.max_steps=2",
-        "train.batch_size=4",
-        "train.log_every=1",
-        "data.train_per_class=4",
-        "data.test_per_class=3",
-        "eval.batch_size=8",
-        f"output_dir={out}",
-        *extra,
-    ]
+    return run_args(model_dir, out, "data.test_per_class=3", "eval.batch_size=8", *extra)
 
 
 def _read_jsonl(path: Path) -> list[dict]:

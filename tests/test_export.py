@@ -10,6 +10,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+from conftest import cli_run
 from olora.cli import main
 from olora.tools.export import export_run
 from olora.tools.predict import load_for_inference
@@ -18,18 +19,7 @@ from olora.tools.predict import load_for_inference
 @pytest.fixture
 def finished_run(tiny_dirs, kind, tmp_path) -> Path:
     out = tmp_path / "run"
-    args = [
-        "run",
-        f"model={tiny_dirs[kind]}",
-        "tasks=[sentiment,newsdesk,helpline]",
-        "train.max_steps=2",
-        "train.batch_size=4",
-        "train.lr=0.05",
-        "data.train_per_class=4",
-        "data.test_per_class=2",
-        f"output_dir={out}",
-    ]
-    assert main(args) == 0
+    cli_run(tiny_dirs[kind], out, "train.lr=0.05", tasks="[sentiment,newsdesk,helpline]")
     return out
 
 

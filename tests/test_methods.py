@@ -8,28 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import cli_run
 from olora.cli import main
 from olora.core.methods import METHODS, EWCPenalty, distillation_kl, replay_memory
 from olora.data.encoding import Encoded
 
 
 def _run(model_dir: Path, out: Path, method: str, *extra: str) -> dict:
-    args = [
-        "run",
-        f"model={model_dir}",
-        "tasks=[sentiment,newsdesk]",
-        "train.max_steps=2",
-        "train.batch_size=4",
-        "data.train_per_class=4",
-        "data.test_per_class=2",
-        "train.log_every=1",
-        "train.mixed_precision=none",  # float32: the equivalence tests compare to float rounding
-        f"method={method}",
-        f"output_dir={out}",
-        *extra,
-    ]
-    assert main(args) == 0
-    return json.loads((out / "results.json").read_text())
+    return cli_run(model_dir, out, f"method={method}", *extra)
 
 
 def _log(out: Path, stage: str) -> list[dict]:

@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 
+from conftest import cli_run
 from olora.cli import main
 
 
@@ -17,19 +18,7 @@ def two_runs(tiny_dirs, tmp_path_factory):
     runs = []
     for method in ("olora", "seqlora"):
         out = root / method
-        args = [
-            "run",
-            f"model={tiny_dirs['llama']}",
-            "tasks=[sentiment,newsdesk,helpline]",
-            "train.max_steps=3",
-            "train.batch_size=4",
-            "train.log_every=1",
-            "data.train_per_class=4",
-            "data.test_per_class=2",
-            f"method={method}",
-            f"output_dir={out}",
-        ]
-        assert main(args) == 0
+        cli_run(tiny_dirs["llama"], out, "train.max_steps=3", f"method={method}", tasks="[sentiment,newsdesk,helpline]")
         runs.append(out)
     return runs
 
@@ -103,19 +92,7 @@ def test_tensorboard_logging(tiny_dirs, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "tb"
-    args = [
-        "run",
-        f"model={tiny_dirs['llama']}",
-        "tasks=[sentiment,newsdesk]",
-        "train.max_steps=2",
-        "train.batch_size=4",
-        "train.log_every=1",
-        "data.train_per_class=4",
-        "data.test_per_class=2",
-        "log.tensorboard=true",
-        f"output_dir={out}",
-    ]
-    assert main(args) == 0
+    cli_run(tiny_dirs["llama"], out, "log.tensorboard=true")
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
     tags = events.Tags()["scalars"]

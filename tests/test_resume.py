@@ -11,23 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_args
 from olora.cli import main
 
 
 def _args(model_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "run",
-        f"model={model_dir}",
-        "tasks=[sentiment,newsdesk]",
-        "train.max_steps=4",
-        "train.batch_size=2",
-        "train.checkpoint_every=2",
-        "data.train_per_class=4",
-        "data.test_per_class=3",
-        "lora.dropout=0.1",
-        f"output_dir={out}",
-        *extra,
-    ]
+    resumable = ["train.max_steps=4", "train.batch_size=2", "train.checkpoint_every=2", "data.test_per_class=3"]
+    return run_args(model_dir, out, *resumable, "lora.dropout=0.1", "train.log_every=10", *extra)
 
 
 def _fingerprint(out: Path) -> dict:
