@@ -24,7 +24,7 @@ def _layer(module: str) -> int:
     if len(parts) > 2 and parts[1] in LAYERS:  # olora.data.x, olora.core.x, …
         return LAYERS[parts[1]]
     name = parts[1] if len(parts) > 1 else "__init__"
-    return {"runner": 4, "cli": 6, "__main__": 6}.get(name, 0)
+    return {"runner": 4, "cli": 6, "api": 6, "__main__": 6}.get(name, 0)
 
 
 def _imports() -> dict[str, set[str]]:

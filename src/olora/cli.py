@@ -67,13 +67,15 @@ def cmd_config(ns: argparse.Namespace) -> int:
 def cmd_run(ns: argparse.Namespace) -> int:
     from olora.config import load_config
     from olora.runner import run
-    from olora.tools.report import format_matrix, format_summary
+    from olora.tools.report import format_matrix, format_metrics, format_summary
 
     path, overrides = _split_config_args(ns.args)
     cfg = load_config(path, overrides)
     results = run(cfg, force=ns.force)
     print(format_matrix(results["tasks"], results["matrix"]))
     print(format_summary(results))
+    if format_metrics(results):
+        print(format_metrics(results))
     for line in (results.get("protocol") or {}).get("deviations", []):
         print(f"deviation: {line}")
     print(f"results: {Path(cfg.output_dir) / 'results.json'}")
@@ -254,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="answers for new inputs, with the run's prompts")
     p.add_argument("path", help="run folder or export folder")
-    p.add_argument("--task", required=True, help="task whose prompt to use")
+    p.add_argument(
+        "--task",
+        default=None,
+        help="task whose prompt wraps the input; without it, each text is a whole prompt and every adapter answers",
+    )
     p.add_argument("--text", default=None, help="one input text")
     p.add_argument("--file", default=None, help="JSONL file of {input: ...}")
     p.add_argument("-o", "--output", default=None, help="write JSONL predictions here")

@@ -155,6 +155,33 @@ class EvalConfig:
 
 
 @dataclass
+class TaskSpec:
+    """A task from your own data files (an entry of ``tasks:`` that is a mapping, not a CL_Benchmark name)."""
+
+    name: str = _f("", "The task's name: its adapter, its column in the matrix, 'Dataset:<name>' in the prompt.")
+    train: str = _f("", "Training data: a .jsonl/.json/.csv/.parquet file or a saved datasets folder (relative "
+                    "to the YAML file), or hf:owner/name (with network).")  # fmt: skip
+    test: str = _f("", "Test data, as train.")
+    instruction: str = _f("", "The task definition shown before the options and the input.")
+    input: str = _f("{sentence}", "Template over a record's fields for the input text.")
+    target: str = _f("{label}", "Template over a record's fields for the answer.")
+    labels: list[str] | None = _f(
+        None, "A closed label set: listed in the prompt's Option: line, every target checked."
+    )
+    metric: Literal["exact_match", "rouge_l"] | None = _f(
+        None, "exact_match (default with labels) or rouge_l (default without: free-form answers)."
+    )
+    type: str | None = _f(None, "'Task:<type>' in the prompt; null = the name.")
+    hf_config: str | None = _f(None, "With hf:owner/name: the dataset's configuration.")
+    train_split: str = _f("train", "With hf:owner/name: the split to train on.")
+    test_split: str = _f("test", "With hf:owner/name: the split to test on.")
+
+
+def task_name(entry: str | TaskSpec) -> str:
+    return entry if isinstance(entry, str) else entry.name
+
+
+@dataclass
 class LogConfig:
     tensorboard: bool = _f(False, "Also write losses and accuracies to OUT/tensorboard (needs tensorboard).")
 
@@ -175,8 +202,9 @@ class RunConfig:
         "replay_ft/ewc_ft/lwf_ft/mtl_ft/pertask_ft = the paper's baselines (full fine-tuning); "
         "replay_lora/ewc_lora/lwf_lora/mtl_lora/pertask_lora = the same on one LoRA adapter (see olora.core.methods).",
     )
-    tasks: list[str] = _f(
-        ["sentiment", "newsdesk", "helpline"], "Task names in training order (data.dir tasks or built-in)."
+    tasks: list[str | TaskSpec] = _f(
+        ["sentiment", "newsdesk", "helpline"],
+        "Tasks in training order: names (data.dir tasks or built-in) or mappings for your own files (TaskSpec).",
     )
     benchmark: str | None = _f(
         None, "A benchmark of configs/benchmarks.yaml (standard, long, proxy); with order=, sets tasks."
@@ -272,13 +300,37 @@ def _validate(cfg: RunConfig) -> list[str]:
         cfg.eval.max_new_tokens,
         "must be >= 1 or null",
     )
-    need(len(cfg.tasks) > 0, "tasks", cfg.tasks, "name at least one task")
-    dupes = sorted({t for t in cfg.tasks if cfg.tasks.count(t) > 1})
-    need(not dupes, "tasks", cfg.tasks, f"each task may appear once (repeated: {', '.join(dupes)})")
+    names = [task_name(t) for t in cfg.tasks]
+    need(len(cfg.tasks) > 0, "tasks", names, "name at least one task")
+    dupes = sorted({t for t in names if names.count(t) > 1})
+    need(not dupes, "tasks", names, f"each task may appear once (repeated: {', '.join(dupes)})")
+    for i, spec in enumerate(t for t in cfg.tasks if isinstance(t, TaskSpec)):
+        key = f"tasks[{spec.name or i}]"
+        need(bool(spec.name), f"{key}.name", spec.name, "give the task a name")
+        need(bool(spec.train), f"{key}.train", spec.train, "give a training file (or hf:owner/name)")
+        need(bool(spec.test), f"{key}.test", spec.test, "give a test file (or hf:owner/name)")
+        if spec.labels is not None:
+            need(bool(spec.labels) and all(x.strip() for x in spec.labels), f"{key}.labels", spec.labels,
+                 "list at least one non-empty label, or leave labels out for free-form answers")  # fmt: skip
+            need(len(set(spec.labels)) == len(spec.labels), f"{key}.labels", spec.labels, "list each label once")
+        need(
+            not (spec.metric == "rouge_l" and spec.labels),
+            f"{key}.metric",
+            spec.metric,
+            "rouge_l scores free-form answers; a task with labels is scored by exact_match",
+        )
     return errors
 
 
 # ----------------------------------------------------------------------------- parsing
+
+
+class _NestedErrors(ValueError):
+    """Errors inside a nested section (a task mapping), each already a full message."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -289,9 +341,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         reasons = []
-        for inner in (a for a in args if a is not type(None)):
+        inner_types = [a for a in args if a is not type(None)]
+        if isinstance(value, dict) and any(dataclasses.is_dataclass(a) for a in inner_types):
+            inner_types = [a for a in inner_types if dataclasses.is_dataclass(a)]  # a mapping: its keys' errors
+        for inner in inner_types:
             try:
                 return _coerce(value, inner, key)
+            except _NestedErrors:
+                raise
             except ValueError as exc:
                 reasons.append(str(exc))
         raise ValueError("must be " + ", or ".join(r.removeprefix("must be ") for r in reasons))
@@ -308,12 +365,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError("must be a list, e.g. [a,b]")
         (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, key) for v in value]
+        return [
+            _coerce(v, item_tp, f"{key}[{v.get('name', i) if isinstance(v, dict) else i}]") for i, v in enumerate(value)
+        ]
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError("must be a mapping, e.g. {a: [1, 0]}")
         _, val_tp = typing.get_args(tp)
         return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a mapping of {tp.__name__} keys")
+        errors: list[str] = []
+        built = _build(tp, value, f"{key}.", errors)
+        if errors:
+            raise _NestedErrors(errors)
+        return built
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -359,6 +426,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) -> A
             continue
         try:
             kwargs[key] = _coerce(value, tp, full)
+        except _NestedErrors as exc:
+            errors.extend(exc.errors)
         except ValueError as exc:
             errors.append(f"{full}={value!r} is invalid: {exc}")
     return cls(**kwargs)
@@ -412,10 +481,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     errors: list[str] = []
     cfg = _build(RunConfig, tree, "", errors)
     if not errors:
+        _resolve_task_files(cfg, Path(path).parent if path is not None else Path.cwd())
+    if not errors:
         errors = _validate(cfg)
     if errors:
         raise OloraError("; ".join(errors))
     return cfg
+
+
+def _resolve_task_files(cfg: RunConfig, base: Path) -> None:
+    """Task files named relative to the YAML (or to the working directory for key=value overrides) become
+    absolute paths, so the saved config.yaml means the same from anywhere; hf: ids stay as they are."""
+    for spec in cfg.tasks:
+        if isinstance(spec, TaskSpec):
+            for key in ("train", "test"):
+                value = getattr(spec, key)
+                if value and not value.startswith("hf:") and not Path(value).is_absolute():
+                    setattr(spec, key, str((base / value).resolve()))
 
 
 def _with_benchmark(tree: dict[str, Any]) -> dict[str, Any]:

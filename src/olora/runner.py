@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from olora import __version__
 from olora.config import RunConfig, config_to_dict
-from olora.core.evaluate import evaluate_task
+from olora.core.evaluate import answer_budget, evaluate_task
 from olora.core.methods import Context, Method, Stage, get_method
 from olora.core.metrics import forward_transfer, summarize
 from olora.core.models import is_seq2seq, load_model
@@ -191,10 +191,10 @@ def score(r: Run, task: Task):
             r.tokenizer,
             r.test_sets[task.name],
             [e.label for e in task.test],
-            task.labels,
             seq2seq=r.ctx.seq2seq,
             batch_size=r.cfg.eval.batch_size,
-            max_new_tokens=r.cfg.eval.max_new_tokens,
+            max_new_tokens=answer_budget(r.tokenizer, task, r.cfg.eval.max_new_tokens),
+            metric=task.metric,
             device=r.accelerator.device,
         )
 
@@ -352,6 +352,7 @@ def summarize_run(
         "tasks": [t.name for t in tasks],
         "task_types": [t.task_type for t in tasks],
         "task_sources": [t.source for t in tasks],
+        "metrics": [t.metric for t in tasks],  # what each column of the matrix scores
         "matrix": matrix,
         **summarize(matrix),
         "fwt": None,

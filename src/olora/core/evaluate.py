@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from tqdm.auto import tqdm
@@ -22,6 +23,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from olora.core.prefix import cache_kwarg, decoder_forward, last_logit_only, output_cache
 from olora.data.encoding import Encoded, collate_prompts
+from olora.data.tasks import Task
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 
@@ -109,27 +111,51 @@ def label_token_budget(tokenizer: PreTrainedTokenizerBase, labels: list[str]) ->
     return max(len(tokenizer(" " + lab, add_special_tokens=False)["input_ids"]) for lab in labels) + 2
 
 
+def answer_budget(tokenizer: PreTrainedTokenizerBase, task: Task, cap: int | None) -> int:
+    """New tokens to generate for ``task``: ``cap`` (eval.max_new_tokens) for a label set if given, else
+    the longest label + 2; for free-form answers the longest training target + 2, at most ``cap``."""
+    if task.labels:
+        return cap or label_token_budget(tokenizer, task.labels)
+    longest = label_token_budget(tokenizer, sorted({e.label for e in task.train}) or [task.longest_target])
+    return min(longest, cap) if cap else longest
+
+
+def rouge_l(prediction: str, gold: str) -> float:
+    """ROUGE-L F1 (rouge-score, the scorer of the ROUGE papers' reimplementation), in [0, 1]."""
+    return _rouge_scorer().score(gold, prediction)["rougeL"].fmeasure
+
+
+@cache
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+METRICS = {"exact_match": lambda p, g: float(exact_match(p, g)), "rouge_l": rouge_l}
+
+
 def evaluate_task(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     examples: list[Encoded],
     golds: list[str],
-    labels: list[str],
     *,
     seq2seq: bool,
     batch_size: int,
-    max_new_tokens: int | None,
+    max_new_tokens: int,
+    metric: str = "exact_match",
     device: torch.device | str = "cpu",
 ) -> TaskEval:
-    budget = max_new_tokens or label_token_budget(tokenizer, labels)
+    """Greedy answers and their score: 100 · mean of ``metric`` (exact match or ROUGE-L F1)."""
     preds = generate_answers(
         model,
         tokenizer,
         examples,
         seq2seq=seq2seq,
         batch_size=batch_size,
-        max_new_tokens=budget,
+        max_new_tokens=max_new_tokens,
         device=device,
     )
-    hits = sum(exact_match(p, g) for p, g in zip(preds, golds, strict=True))
-    return TaskEval(100.0 * hits / max(1, len(golds)), preds)
+    score = METRICS[metric]
+    return TaskEval(100.0 * sum(score(p, g) for p, g in zip(preds, golds, strict=True)) / max(1, len(golds)), preds)

@@ -68,6 +68,10 @@ class PromptEncoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=True)["input_ids"]
 
+    def encode_raw(self, prompt: str) -> list[int]:
+        """Token ids of a whole prompt given as text (task-free inference)."""
+        return self._ids(prompt)
+
     def encode_prompt(self, task: Task, text: str) -> tuple[list[int], bool]:
         """Token ids of the prompt, and whether its input text had to be cut to fit."""
         head, tail = task.prompt_parts(self.add_task_name, self.add_dataset_name)
@@ -100,11 +104,12 @@ class PromptEncoder:
         return ids if ids and ids[-1] == eos else ids + [eos]
 
     def encode(self, task: Task, examples: list[Example]) -> list[Encoded]:
-        targets = {label: self.encode_target(label) for label in task.labels}
+        targets = {label: self.encode_target(label) for label in task.labels}  # a label set: tokenised once
         out = []
         for ex in examples:
             ids, cut = self.encode_prompt(task, ex.text)
-            out.append(Encoded(ids, targets[ex.label], cut))
+            target = targets[ex.label] if ex.label in targets else self.encode_target(ex.label)
+            out.append(Encoded(ids, target, cut))
         n_cut = sum(e.truncated for e in out)
         if n_cut:
             log.warning(

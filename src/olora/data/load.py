@@ -6,21 +6,25 @@ import difflib
 from functools import partial
 from pathlib import Path
 
-from olora.config import DataConfig
+from olora.config import DataConfig, TaskSpec, task_name
 from olora.data.builtin import BUILTIN_TASKS, builtin_task
+from olora.data.files import load_file_task
 from olora.data.tasks import Task, _at_most_half, load_benchmark_task, stratified_split, subsample_per_class
 from olora.errors import OloraError
 
 
-def load_tasks(names: list[str], data: DataConfig, seed: int) -> list[Task]:
+def load_tasks(names: list[str | TaskSpec], data: DataConfig, seed: int) -> list[Task]:
     """Load and subsample every task before any training, so bad data stops the run early.
 
     With ``data.eval_split="validation"``, ``validation_per_class`` examples per label are held out
     of train and replace the test split, so tuning never touches test.
     """
     tasks = []
-    for name in names:
-        if data.dir is None:
+    for entry in names:
+        name = task_name(entry)
+        if isinstance(entry, TaskSpec):
+            task = load_file_task(entry)
+        elif data.dir is None:
             if name not in BUILTIN_TASKS:
                 close = difflib.get_close_matches(name, BUILTIN_TASKS, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
@@ -31,11 +35,14 @@ def load_tasks(names: list[str], data: DataConfig, seed: int) -> list[Task]:
             task = builtin_task(name)
         else:
             task = load_benchmark_task(Path(data.dir), name, data.carve_missing)
+        free_form = not task.labels  # no classes: sizes and held-out splits count examples, not classes
         if data.eval_split == "validation":
             held_out = partial(_at_most_half, data.validation_per_class)
-            task.train, task.test = stratified_split(task.train, held_out, f"{name}:validation")
+            task.train, task.test = stratified_split(task.train, held_out, f"{name}:validation", pooled=free_form)
             task.source += " (evaluated on a validation split carved from train)"
-        task.train = subsample_per_class(task.train, data.train_per_class, seed, f"data.train_per_class[{name}]")
-        task.test = subsample_per_class(task.test, data.test_per_class, seed, f"data.test_per_class[{name}]")
+        for split in ("train", "test"):
+            what = f"data.{split}_per_class[{name}]"
+            per_class = getattr(data, f"{split}_per_class")
+            setattr(task, split, subsample_per_class(getattr(task, split), per_class, seed, what, pooled=free_form))
         tasks.append(task)
     return tasks

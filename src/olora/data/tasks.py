@@ -59,6 +59,12 @@ class Task:
     source: str = "builtin"
     instruction: str = ""  # the task definition before the options, e.g. "What is the topic …?\n"
     show_options: bool = True  # the "Option: a, b, c" line (COPA has none: its options are in the text)
+    metric: str = "exact_match"  # or "rouge_l" for free-form answers (tasks without labels)
+    longest_target: str = ""  # free-form tasks: the longest training answer (sets the generation budget)
+
+    def __post_init__(self) -> None:
+        if not self.labels and self.train and not self.longest_target:
+            self.longest_target = max((e.label for e in self.train), key=len)
 
     def prompt_parts(self, add_task_name: bool = True, add_dataset_name: bool = True) -> tuple[str, str]:
         """(head, tail) around the example text: only the text between them may be truncated."""
@@ -67,8 +73,9 @@ class Task:
             head += f"Task:{self.task_type}\n"
         if add_dataset_name:
             head += f"Dataset:{self.name}\n"
+        head += self.instruction
         if self.show_options:
-            head += self.instruction + "Option: " + ", ".join(self.labels) + " \n"
+            head += "Option: " + ", ".join(self.labels) + " \n"
         return head, "\nAnswer:"
 
     def to_dict(self) -> dict:
@@ -80,6 +87,8 @@ class Task:
             "source": self.source,
             "instruction": self.instruction,
             "show_options": self.show_options,
+            "metric": self.metric,
+            "longest_target": self.longest_target,
         }
 
     @classmethod
@@ -93,6 +102,8 @@ class Task:
             source=d.get("source", ""),
             instruction=d.get("instruction", INSTRUCTIONS.get(d["task_type"], "")),
             show_options=d.get("show_options", d["task_type"] != "COPA" if official else True),
+            metric=d.get("metric", "exact_match"),
+            longest_target=d.get("longest_target", ""),
         )
 
 
@@ -190,14 +201,15 @@ CARVE_SEED = "olora-carve"  # carved splits do not depend on the run's seed: eve
 
 
 def stratified_split(
-    examples: list[Example], take: Callable[[int], int], salt: str
+    examples: list[Example], take: Callable[[int], int], salt: str, pooled: bool = False
 ) -> tuple[list[Example], list[Example]]:
-    """Split per label: ``take(n)`` of a label's n examples (seeded choice) go to the second part.
+    """Split per label: ``take(n)`` of a label's n examples (seeded choice) go to the second part
+    (``pooled``: all examples form one group, for free-form tasks whose answers are not classes).
 
     Deterministic, disjoint, original order kept in both parts."""
     by_label: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
-        by_label[ex.label].append(i)
+        by_label["" if pooled else ex.label].append(i)
     rng = random.Random(f"{CARVE_SEED}:{salt}")
     second: set[int] = set()
     for label in sorted(by_label):
@@ -251,15 +263,18 @@ def load_benchmark_task(data_dir: Path, name: str, carve_missing: bool = False) 
     )
 
 
-def subsample_per_class(examples: list[Example], per_class: int | None, seed: int | str, what: str) -> list[Example]:
-    """At most ``per_class`` examples of each label, chosen by a seeded RNG, original order kept."""
+def subsample_per_class(
+    examples: list[Example], per_class: int | None, seed: int | str, what: str, pooled: bool = False
+) -> list[Example]:
+    """At most ``per_class`` examples of each label (``pooled``: of the whole task), chosen by a seeded
+    RNG, original order kept."""
     if per_class is None:
         return examples
     by_label: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
-        by_label[ex.label].append(i)
+        by_label["" if pooled else ex.label].append(i)
     largest = max(len(v) for v in by_label.values())
-    if per_class > largest:
+    if per_class > largest and not pooled:  # a free-form task smaller than the cap is used whole
         raise OloraError(
             f"{what}={per_class} is larger than the biggest class ({largest} examples): "
             f"use at most {largest} or null for all"

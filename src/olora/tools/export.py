@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from olora.core.methods import get_method
@@ -92,8 +93,70 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     atomic_write_json(tmp / EXPORT_INFO, _export_info(run, results, fmt))
+    (tmp / "README.md").write_text(model_card(results, fmt), encoding="utf-8")
     replace_dir(tmp, out)
     return out
+
+
+def model_card(results: dict, fmt: str) -> str:
+    """A Hugging Face model card (YAML metadata + Markdown) for the exported folder, so it can be
+    published as it is: base model, the task sequence, the accuracy matrix, AA/BWT, how it was made."""
+    from olora import __version__
+    from olora.tools.report import format_deviations, format_matrix, format_metrics, format_summary
+
+    meta = {
+        "base_model": results.get("model_path") or results["model"],
+        "tags": list(dict.fromkeys(["olora", "continual-learning", results["method"]])),
+        **({"library_name": "peft"} if fmt == "adapter" else {"library_name": "transformers"}),
+    }
+    cfg = results["config"]
+    command = (
+        "olora run "
+        + " ".join(f"{k}={v}" for k, v in (("method", results["method"]), ("seed", results["seed"])))
+        + (f" benchmark={cfg['benchmark']} order={cfg['order']}" if cfg.get("benchmark") else "")
+    )
+    load = (
+        'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), "<this folder>")'
+        if fmt == "adapter"
+        else 'model = AutoModelForCausalLM.from_pretrained("<this folder>")'
+    )
+    notes = "\n".join(line for line in (format_metrics(results), format_deviations(results)) if line)
+    return "\n".join(
+        [
+            "---",
+            yaml.safe_dump(meta, sort_keys=False).strip(),
+            "---",
+            "",
+            f"# {results['method']} on {' → '.join(results['tasks'])}",
+            "",
+            f"Continual fine-tuning of `{meta['base_model']}` on {len(results['tasks'])} tasks in sequence with "
+            f"olora {__version__} (method `{results['method']}`, seed {results['seed']}). "
+            + (
+                "This adapter is the sum of the task adapters: no task id is needed at inference."
+                if fmt == "adapter"
+                else "The adapters are merged into the weights: a plain transformers checkpoint."
+            ),
+            "",
+            "Accuracy (%) on each task (columns) after training each task (rows):",
+            "",
+            "```",
+            format_matrix(results["tasks"], results["matrix"]),
+            format_summary(results),
+            *([notes] if notes else []),
+            "```",
+            "",
+            f"Made with: `{command}` (full config in `olora_export.json`'s source run). "
+            "Prompts follow the run's template; `olora predict <this folder> --task <name> --text ...` rebuilds them.",
+            "",
+            "```python",
+            "from peft import PeftModel" if fmt == "adapter" else "",
+            "from transformers import AutoModelForCausalLM  # AutoModelForSeq2SeqLM for T5",
+            f'base = "{meta["base_model"]}"',
+            load,
+            "```",
+            "",
+        ]
+    )
 
 
 def run_dtype(results: dict) -> str:

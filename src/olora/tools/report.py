@@ -34,6 +34,15 @@ def format_summary(results: dict) -> str:
     )
 
 
+def format_metrics(results: dict) -> str:
+    """Which score each column is, when a run mixes metrics ('' when every task is exact match)."""
+    metrics = results.get("metrics") or []
+    if all(m == "exact_match" for m in metrics):
+        return ""
+    names = {"exact_match": "exact match %", "rouge_l": "ROUGE-L F1 %"}
+    return "scores: " + ", ".join(f"{t} {names.get(m, m)}" for t, m in zip(results["tasks"], metrics, strict=True))
+
+
 def format_deviations(results: dict) -> str:
     """The run's departures from its benchmark's official protocol, one line each ('' outside a benchmark)."""
     protocol = results.get("protocol") or {}
@@ -77,12 +86,9 @@ def side_by_side(runs: list[dict]) -> str:
     """Each run's matrix and AA/BWT, one block per method."""
     blocks = []
     for res in runs:
-        deviations = format_deviations(res)
-        blocks.append(
-            f"== {res['method']} ({res['model']}) ==\n"
-            f"{format_matrix(res['tasks'], res['matrix'])}\n{format_summary(res)}"
-            + (f"\n{deviations}" if deviations else "")
-        )
+        notes = "".join(f"\n{line}" for line in (format_metrics(res), format_deviations(res)) if line)
+        matrix = format_matrix(res["tasks"], res["matrix"])
+        blocks.append(f"== {res['method']} ({res['model']}) ==\n{matrix}\n{format_summary(res)}{notes}")
     header = f"{'method':<10}{'AA':>8}{'BWT':>8}{'forget':>8}"
     rows = [f"{r['method']:<10}{_fmt(r['aa'], 8)}{_fmt(r['bwt'], 8)}{_fmt(r['forgetting'], 8)}" for r in runs]
     return "\n\n".join(blocks) + "\n\n" + "\n".join([header, *rows])
@@ -176,6 +182,7 @@ def build_report(run_dirs: list[Path], out: Path) -> tuple[Path, Path]:
             "",
             "```",
             format_matrix(res["tasks"], res["matrix"]),
+            format_metrics(res),
             format_deviations(res),
             "```",
             "",
