@@ -149,7 +149,10 @@ def machine() -> str:
         pass
     import torch
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
+    from olora.core.resources import cpu_has_bf16
+
+    cpu = "CPU with bf16 units" if cpu_has_bf16() else "CPU without bf16 units"
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{cpu}, no GPU"
     return f"{platform.machine()}, {os.cpu_count()} cores{mem}, {device}, torch {torch.__version__}"
 
 
