@@ -200,7 +200,13 @@ def test_model_without_config_is_rejected(tmp_path, capsys):
 
 
 def test_demo_runs_both_methods_over_seeds_and_prints_the_paired_difference(tiny_dirs, tmp_path, capsys):
-    args = ["demo", f"model={tiny_dirs['llama']}", "train.max_steps=1", "data.train_per_class=2"]
+    args = [
+        "demo",
+        f"model={tiny_dirs['llama']}",
+        "train.max_steps=1",
+        "data.train_per_class=2",
+        "tasks=[sentiment,newsdesk]",
+    ]
     args += ["data.test_per_class=1", "--seeds", "1", "2", "--out", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
