@@ -72,12 +72,12 @@ def seed_summary(by_method: dict[str, list[dict]], first: str, second: str) -> s
     table = {m: values(runs) for m, runs in by_method.items()}
     keys = list(next(iter(table.values())))
     width = max(len(m) for m in by_method) + 12
-    lines = [f"{'':<{width}}" + "".join(f"{k:>20}" for k in keys)]
+    lines = [f"{'':<{width}}" + "".join(f"{k:>22}" for k in keys)]
     for method, runs in by_method.items():
         label = f"{method} ({len(runs)} seeds)"
-        lines.append(f"{label:<{width}}" + "".join(f"{cell(*mean_std(table[method][k])):>20}" for k in keys))
+        lines.append(f"{label:<{width}}" + "".join(f"{cell(*mean_std(table[method][k])):>22}" for k in keys))
     diffs = [paired_difference(table[first][k], table[second][k]) for k in keys]
-    lines.append(f"{first + ' − ' + second:<{width}}" + "".join(f"{cell(d, h, '+'):>20}" for d, h in diffs))
+    lines.append(f"{first + ' − ' + second:<{width}}" + "".join(f"{cell(d, h, '+'):>22}" for d, h in diffs))
     lines.append("(mean ± std over seeds; the last row: paired difference ± half-width of its 95 % t-interval)")
     return "\n".join(lines)
 
