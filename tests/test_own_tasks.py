@@ -122,7 +122,9 @@ def test_bad_task_files_are_one_clear_error(tmp_path, spec, files_, message):
 
 def test_bad_task_file_exits_2_with_nothing_written(tiny_dirs, tmp_path, capsys):
     (tmp_path / "tr.jsonl").write_text(GOOD)
-    (tmp_path / "bad.yaml").write_text("tasks:\n  - {name: t, train: tr.jsonl, test: missing.jsonl, input: '{text}', target: '{y}'}\n")
+    (tmp_path / "bad.yaml").write_text(
+        "tasks:\n  - {name: t, train: tr.jsonl, test: missing.jsonl, input: '{text}', target: '{y}'}\n"
+    )
     out = tmp_path / "out"
     assert main(["run", str(tmp_path / "bad.yaml"), f"model={tiny_dirs['llama']}", f"output_dir={out}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

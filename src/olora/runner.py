@@ -303,7 +303,7 @@ def setup(cfg: RunConfig, force: bool) -> Run:
         train_sets={t.name: encoder.encode(t, t.train) for t in tasks},
         base_path=model.name_or_path,
         fold_past=fold.value,
-        extra={"pad_id": tokenizer.pad_token_id},
+        pad_id=tokenizer.pad_token_id,
     )
     method.setup(ctx)
     return Run(

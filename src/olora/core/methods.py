@@ -36,7 +36,7 @@ import copy
 import difflib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -85,7 +85,7 @@ class Context:
     train_sets: dict[str, list[Encoded]]
     base_path: str
     fold_past: str = "merge"
-    extra: dict = field(default_factory=dict)
+    pad_id: int = 0  # the tokenizer's pad id (collating examples outside the training loop: EWC)
 
 
 class Method:
@@ -307,7 +307,7 @@ class EWC:
             ctx.model,
             ctx.train_sets[stage.label],
             seq2seq=ctx.seq2seq,
-            pad_id=ctx.extra["pad_id"],
+            pad_id=ctx.pad_id,
             nll=lambda m, b: answer_nll(m, b, ctx.seq2seq),
             device=ctx.device,
             max_examples=ctx.cfg.baselines.ewc_examples,

@@ -18,8 +18,6 @@ from functools import cache
 
 import torch
 
-from olora.data.encoding import shared_prefix_length  # noqa: F401  (re-exported: the KV-cache side uses it)
-
 
 def _core(model: torch.nn.Module) -> torch.nn.Module:
     """The model under a DDP wrapper (or the model itself)."""

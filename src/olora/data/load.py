@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import difflib
-from functools import partial
 from pathlib import Path
 
 from olora.config import DataConfig, TaskSpec, task_name
 from olora.data.builtin import BUILTIN_TASKS, builtin_task
 from olora.data.files import load_file_task
-from olora.data.tasks import Task, _at_most_half, load_benchmark_task, stratified_split, subsample_per_class
+from olora.data.tasks import Task, load_benchmark_task, stratified_split, subsample_per_class
 from olora.errors import OloraError
 
 
@@ -37,7 +36,7 @@ def load_tasks(names: list[str | TaskSpec], data: DataConfig, seed: int) -> list
             task = load_benchmark_task(Path(data.dir), name, data.carve_missing)
         free_form = not task.labels  # no classes: sizes and held-out splits count examples, not classes
         if data.eval_split == "validation":
-            held_out = partial(_at_most_half, data.validation_per_class)
+            held_out = lambda n, k=data.validation_per_class: min(k, n // 2)  # per label: k, at most half
             task.train, task.test = stratified_split(task.train, held_out, f"{name}:validation", pooled=free_form)
             task.source += " (evaluated on a validation split carved from train)"
         for split in ("train", "test"):

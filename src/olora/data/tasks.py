@@ -225,10 +225,6 @@ def _half(n: int) -> int:
     return n // 2
 
 
-def _at_most_half(k: int, n: int) -> int:
-    return min(k, n // 2)
-
-
 def load_benchmark_task(data_dir: Path, name: str, carve_missing: bool = False) -> Task:
     """Read one task; with ``carve_missing``, a missing train or test split is carved from the other."""
     task_dir = find_task_dir(Path(data_dir), name)
