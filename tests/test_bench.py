@@ -43,6 +43,7 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
     assert "Produced by `olora bench`" in text and "dbpedia → amazon → yelp → agnews" in text
     assert "NOT the paper's split" in text and "train.batch_size=8 (official: 64)" in text
     assert "yelp replaces yahoo" in text  # the proxy's deviations from the standard protocol are listed
+    assert "| 1 | olora − seqlora | 2 |" in text and "Standard error of a mean over seeds" in text
     first = (out / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns
     assert main(args) == 0  # every run finished: nothing is retrained
     assert (out / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns == first
@@ -57,6 +58,23 @@ def test_gap_closed():
 
     assert gap_closed([res("seqlora", 40), res("olora", 70), res("mtl_lora", 80)]) == {"1": 75.0}
     assert gap_closed([res("seqlora", 50), res("olora", 40), res("mtl_ft", 45)]) == {"1": None}
+
+
+def test_paired_rows_pair_seeds_and_mark_real_differences():
+    from olora.core.metrics import paired_difference
+    from olora.tools.bench import paired_rows
+
+    def res(method, seed, aa, bwt):
+        return {"method": method, "aa": aa, "bwt": bwt, "config": {"order": "1", "seed": seed}}
+
+    runs = [res("olora", s, 60 + s, -1) for s in (1, 2, 3)]
+    runs += [res("seqlora", s, 50 + 2 * s, -1 - s) for s in (3, 1, 2)]  # any order: paired by seed
+    runs += [res("inclora", 1, 61, 0)]  # one shared seed: a difference without an interval
+    rows = {r["comparison"]: r for r in paired_rows(runs)}
+    diff, half = paired_difference([61, 62, 63], [52, 54, 56])
+    assert rows["olora − seqlora"]["aa"] == f"{diff:+.1f} ± {half:.1f}" and rows["olora − seqlora"]["aa_real"]
+    assert rows["olora − seqlora"]["bwt"] == "+2.0 ± 2.5" and not rows["olora − seqlora"]["bwt_real"]  # 1, 2, 3
+    assert rows["olora − inclora"] == {**rows["olora − inclora"], "seeds": 1, "aa": "+0.0", "aa_real": False}
 
 
 def test_hub_id_is_a_real_path(monkeypatch):

@@ -37,10 +37,18 @@ class LoRAConfig:
 
 @dataclass
 class OLoRAConfig:
-    orth: Literal["code", "paper"] = _f(
+    orth: Literal["code", "paper", "normalized"] = _f(
         "code",
         "Orthogonality penalty: 'code' = sum|A_past A_new^T| on peft lora_A (official code); "
-        "'paper' = sum_i ||B_i^T B_new||_F^2 on peft lora_B (the paper's output-side A).",
+        "'paper' = sum_i ||B_i^T B_new||_F^2 on peft lora_B (the paper's output-side A); "
+        "'normalized' (olora's option, not the paper's) = the mean share of each new lora_A row's squared "
+        "norm that lies in the past rows' span, in [0, 1] for any model size, rank and task count.",
+    )
+    init: Literal["random", "complement"] = _f(
+        "random",
+        "Initial lora_A of a new task: 'random' (peft's, as the official code) or 'complement' (olora's "
+        "option: each row projected onto the orthogonal complement of the past lora_A rows, norm kept, "
+        "so the code penalty starts at zero).",
     )
     lambda_orth: float = _f(0.5, "Weight λ1 of the orthogonality penalty.")
     lambda_l2: float = _f(0.0, "Weight λ2 of ||A_new||_F + ||B_new||_F.")
@@ -76,6 +84,11 @@ class BaselineConfig:
     )
     lwf_lambda: float = _f(1.0, "lwf: weight of the distillation term.")
     lwf_temperature: float = _f(2.0, "lwf: softmax temperature of the distillation term.")
+    nlora_lambda: float = _f(
+        0.0001,
+        "nlora: weight of Σ_layers ‖s·B_t A_t‖_1, the l1 norm of the current task's update (N-LoRA, Yang et "
+        "al. 2025). Chosen on the validation split of the CPU proxy (docs/RESULTS.md), not the paper's value.",
+    )
 
 
 @dataclass
@@ -268,6 +281,7 @@ def _validate(cfg: RunConfig) -> list[str]:
     need(b.ewc_examples > 0, "baselines.ewc_examples", b.ewc_examples, "must be >= 1")
     need(b.lwf_lambda >= 0, "baselines.lwf_lambda", b.lwf_lambda, "must be >= 0")
     need(b.lwf_temperature > 0, "baselines.lwf_temperature", b.lwf_temperature, "must be > 0")
+    need(b.nlora_lambda >= 0, "baselines.nlora_lambda", b.nlora_lambda, "must be >= 0")
     for key in ("train_per_class", "test_per_class"):
         value = getattr(cfg.data, key)
         need(value is None or value > 0, f"data.{key}", value, "must be a positive integer or null")

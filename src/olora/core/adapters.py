@@ -14,6 +14,11 @@ adapter's subspace away from the past ones (Wang et al. 2023, arXiv 2310.14152):
   columns span U) is the output-side factor, i.e. peft's ``lora_B`` [out, r]. It constrains the
   *output* (column) space of ΔW. Stacking the past B's by columns gives the same sum in one product.
 
+* ``orth="normalized"`` (olora's option, not the paper's): the mean over layers and new ``lora_A`` rows
+  a of ‖Q_pastᵀ a‖² / ‖a‖², Q_past an orthonormal basis of the past rows: the share of each row's energy
+  inside the past subspace, in [0, 1] whatever the width, rank, layer count or number of past tasks,
+  and blind to the rows' scale (it steers their direction, never shrinks them).
+
 The L2 term is Σ_layers ‖A_t‖_F + ‖B_t‖_F (not squared, as in the official code).
 
 Layer pairs are found once per task by module type (peft's ``LoraLayer``), never by parameter name,
@@ -113,18 +118,20 @@ class OrthogonalityPenalty:
     """
 
     def __init__(self, model: torch.nn.Module, past: list[str], new: str, variant: str = "code"):
-        if variant not in ("code", "paper"):
-            raise ValueError(f"olora.orth must be 'code' or 'paper', got {variant!r}")
+        if variant not in ("code", "paper", "normalized"):
+            raise ValueError(f"olora.orth must be 'code', 'paper' or 'normalized', got {variant!r}")
         self.variant = variant
-        factor = "lora_A" if variant == "code" else "lora_B"
+        factor = "lora_B" if variant == "paper" else "lora_A"
         groups: dict[tuple, list[tuple[torch.Tensor, torch.nn.Parameter]]] = defaultdict(list)
         for layer in lora_layers(model):
             mats = getattr(layer, factor)
             if new not in mats or not any(p in mats for p in past):
                 continue
             # lora_A rows and lora_B columns are the r basis vectors; bring both to [r, d].
-            orient = (lambda w: w) if variant == "code" else (lambda w: w.T)
+            orient = (lambda w: w.T) if variant == "paper" else (lambda w: w)
             past_rows = torch.cat([orient(mats[p].weight.detach()) for p in past if p in mats])
+            if variant == "normalized":
+                past_rows = orthonormal_rows(past_rows)
             new_weight = mats[new].weight
             groups[(tuple(past_rows.shape), tuple(new_weight.shape))].append((past_rows, new_weight))
         self.groups = [
@@ -143,11 +150,57 @@ class OrthogonalityPenalty:
             if g.transpose:
                 new = new.transpose(1, 2)
             overlap = torch.bmm(g.past, new.transpose(1, 2))  # [layers, r_past, r]
-            term = overlap.abs().sum() if self.variant == "code" else overlap.pow(2).sum()
+            if self.variant == "code":
+                term = overlap.abs().sum()
+            elif self.variant == "paper":
+                term = overlap.pow(2).sum()
+            else:  # share of each new row's energy inside the past span, summed; averaged below
+                term = (overlap.pow(2).sum(1) / new.pow(2).sum(-1).clamp_min(1e-12)).sum()
             total = term if total is None else total + term
         if total is None:
             return torch.zeros(())
+        if self.variant == "normalized":
+            return total / sum(len(g.new) * g.new[0].shape[0] for g in self.groups)
         return total
+
+
+def orthonormal_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Orthonormal rows spanning the rows of ``rows`` [k, d] (reduced QR; min(k, d) rows)."""
+    q, _ = torch.linalg.qr(rows.T.float())
+    return q.T.to(rows.dtype)
+
+
+@torch.no_grad()
+def complement_init(model: torch.nn.Module, past: list[str], new: str) -> int:
+    """Project each row a of the new adapter's ``lora_A`` onto the orthogonal complement of the past
+    adapters' rows, a ← (a − QQᵀa)·‖a‖/‖a − QQᵀa‖, so the code penalty starts at zero and the row
+    norms (peft's init scale) are kept. Layers whose past rows already span the input are left as they
+    are. Returns the number of layers changed."""
+    changed = 0
+    for layer in lora_layers(model):
+        mats = layer.lora_A
+        rows = [mats[p].weight for p in past if p in mats]
+        if new not in mats or not rows:
+            continue
+        past_rows = torch.cat(rows)
+        if past_rows.shape[0] >= past_rows.shape[1]:
+            continue
+        q = orthonormal_rows(past_rows)  # [k, in]
+        a = mats[new].weight
+        rest = a - (a @ q.T) @ q
+        a.copy_(rest * (a.norm(dim=1, keepdim=True) / rest.norm(dim=1, keepdim=True).clamp_min(1e-12)))
+        changed += 1
+    return changed
+
+
+def update_l1(model: torch.nn.Module, name: str) -> torch.Tensor:
+    """N-LoRA's term: Σ_layers ‖s·B·A‖_1, the l1 norm of adapter ``name``'s weight update ΔW."""
+    norms = [
+        (layer.scaling[name] * (layer.lora_B[name].weight @ layer.lora_A[name].weight)).abs().sum()
+        for layer in lora_layers(model)
+        if name in layer.lora_A
+    ]
+    return torch.stack(norms).sum()
 
 
 def l2_norm(model: torch.nn.Module, name: str) -> torch.Tensor:

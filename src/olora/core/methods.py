@@ -26,6 +26,8 @@ the whole model: they are the ``*_ft`` methods. The ``*_lora`` methods do the sa
 | lwf_ft / _lora    | every weight / one LoRA            | λ·T²·KL(teacher ‖ student)         | the model / adapter   |
 | mtl_ft / _lora    | every weight / one LoRA, all tasks | none (the upper bound)             | the model / adapter   |
 | pertask_ft / _lora| a fresh model / LoRA per task      | none                               | task id picks it      |
+| nlora             | new LoRA per task, past frozen     | λ·Σ‖s·B_t A_t‖_1 (N-LoRA)          | all adapters summed   |
+| osf               | each matrix's low SVD part (PEFT)  | gradients kept off the top part    | the model             |
 
 A new method is a subclass registered with ``@register("name")``; nothing else changes.
 """
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from peft import OSFConfig, get_peft_model
 
 from olora.config import RunConfig
 from olora.core.adapters import (
@@ -47,12 +50,15 @@ from olora.core.adapters import (
     activate,
     adapter_name,
     add_adapter,
+    complement_init,
     concat_adapters,
     copy_adapter_weights,
+    default_target_modules,
     l2_norm,
     merge_into_base,
     peft_lora_config,
     set_past_dropout,
+    update_l1,
 )
 from olora.core.train import accepts_logits_to_keep, answer_logits, answer_nll
 from olora.data.encoding import IGNORE, Encoded, collate_train
@@ -266,6 +272,12 @@ class TaskAdapters(Method):
 class OLoRA(TaskAdapters):
     """O-LoRA (Wang et al. 2023): task adapters + λ1·orthogonality to the past adapters + λ2·L2."""
 
+    def begin_training(self, ctx: Context, stage: Stage) -> None:
+        super().begin_training(ctx, stage)
+        past = self.past(self.adapter(stage))
+        if ctx.cfg.olora.init == "complement" and past:
+            complement_init(ctx.model, past, self.adapter(stage))
+
     def penalties(self, ctx: Context, stage: Stage) -> tuple[Terms, Terms]:
         lam_orth, lam_l2 = ctx.cfg.lambdas_for(stage.label)
         name = self.adapter(stage)
@@ -274,6 +286,44 @@ class OLoRA(TaskAdapters):
             terms["orth"] = (lam_orth, OrthogonalityPenalty(ctx.model, self.past(name), name, ctx.cfg.olora.orth))
         terms["l2"] = (lam_l2, lambda: l2_norm(ctx.model, name))
         return terms, {}
+
+
+class NLoRA(TaskAdapters):
+    """N-LoRA (Yang et al., COLING 2025, arXiv 2410.10179): task adapters, past frozen (and merged), with
+    λ·Σ_layers ‖ΔW_t‖_1 on the current task's update ΔW_t = s·B_t·A_t, so that each task writes few,
+    rarely shared weights ("non-collision"); no orthogonality term."""
+
+    def penalties(self, ctx: Context, stage: Stage) -> tuple[Terms, Terms]:
+        name = self.adapter(stage)
+        return {"l1": (ctx.cfg.baselines.nlora_lambda, lambda: update_l1(ctx.model, name))}, {}
+
+
+class OSF(Method):
+    """Orthogonal subspace fine-tuning (Nayak et al. 2025, arXiv 2504.07097) with PEFT's ``OSFConfig``.
+
+    Each stage wraps the current model's target matrices W = U_hi S_hi V_hiᵀ + U_lo S_lo V_loᵀ (SVD); only
+    the low part trains, and PEFT projects its gradients off the preserved directions (U_hi, V_hi). After
+    the stage the update is merged (W ← W + ΔW) and the wrapper removed, so the next stage's SVD sees the
+    learned weights. The preserved rank grows with the task index, PEFT's budget advice for a known
+    sequence of T tasks: stage t keeps max(1, ⌊t/T · min(out, in)⌋) directions. The model answers every
+    task (no task id); each stage saves the whole model. Targets: ``lora.target_modules`` (the same
+    matrices LoRA adapts), so the comparison changes the method, not where it acts.
+    """
+
+    full_model = True
+
+    def begin_training(self, ctx: Context, stage: Stage) -> None:
+        share = stage.index / len(ctx.tasks)  # a float in (0, 1) is a fraction of each matrix's min(out, in)
+        targets = ctx.cfg.lora.target_modules or default_target_modules(ctx.model)
+        config = OSFConfig(target_modules=list(targets), effective_rank=share if share > 0 else 1)
+        ctx.model = get_peft_model(ctx.model, config)
+
+    def end_training(self, ctx: Context, stage: Stage) -> None:
+        ctx.model = ctx.model.merge_and_unload()  # W ← W + ΔW: the next SVD sees what this task learned
+        ctx.model.requires_grad_(False)
+
+    def prepare_eval(self, ctx: Context, stage: Stage, j: int) -> bool:
+        return True
 
 
 class Replay:
@@ -417,6 +467,8 @@ for _suffix, _unit in (("ft", WholeModel), ("lora", OneAdapter)):
     _define(f"mtl_{_suffix}", Joint, _unit)
 _define("pertask_lora", PerTaskLoRA)
 _define("pertask_ft", PerTaskFT)
+_define("nlora", NLoRA)
+_define("osf", OSF)
 
 
 def get_method(name: str) -> Method:

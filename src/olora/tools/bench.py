@@ -83,6 +83,64 @@ def _mean_std(values: list[float | None]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def paired_rows(results: list[dict], reference: str = "olora") -> list[dict]:
+    """Per order and baseline: ``reference − baseline`` in AA and BWT, seeds paired, with the half-width of
+    the 95 % t-interval; the standard error of one method's AA/BWT mean (std/√n) comes with it."""
+    from olora.core.metrics import mean_std, paired_difference
+
+    by: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in results:
+        by.setdefault((str(r["config"].get("order")), r["method"]), {})[r["config"]["seed"]] = r
+    rows = []
+    for (order, method), runs in sorted(by.items()):
+        ref = by.get((order, reference))
+        if method == reference or not ref:
+            continue
+        seeds = sorted(set(ref) & set(runs))
+        if not seeds:
+            continue
+        row = {"order": order, "comparison": f"{reference} − {method}", "seeds": len(seeds)}
+        for key in ("aa", "bwt"):
+            a, b = [ref[s][key] for s in seeds], [runs[s][key] for s in seeds]
+            diff, half = paired_difference(a, b)
+            row[key] = f"{diff:+.1f}" + ("" if half is None else f" ± {half:.1f}")
+            row[f"{key}_real"] = half is not None and abs(diff) > half
+            row[f"{key}_se"] = None if len(a) < 2 else mean_std(b)[1] / len(b) ** 0.5
+        rows.append(row)
+    return rows
+
+
+def paired_table(rows: list[dict]) -> str:
+    lines = [
+        "| order | difference | seeds | ΔAA (95 % CI) | ΔBWT (95 % CI) | interval excludes 0 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        real = ", ".join(k.upper() for k in ("aa", "bwt") if r[f"{k}_real"]) or "neither"
+        lines.append(f"| {r['order']} | {r['comparison']} | {r['seeds']} | {r['aa']} | {r['bwt']} | {real} |")
+    return "\n".join(lines)
+
+
+def standard_errors(results: list[dict]) -> str:
+    """The grid's statistical power: the median over (order, method) of the standard error of AA and BWT."""
+    from olora.core.metrics import mean_std
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((str(r["config"].get("order")), r["method"]), []).append(r)
+    se = {"aa": [], "bwt": []}
+    for runs in groups.values():
+        if len(runs) > 1:
+            for key in se:
+                se[key].append(mean_std([r[key] for r in runs])[1] / len(runs) ** 0.5)
+    if not se["aa"]:
+        return ""
+    return (
+        f"Standard error of a mean over seeds (median over the cells): AA {statistics.median(se['aa']):.1f}, "
+        f"BWT {statistics.median(se['bwt']):.1f} points."
+    )
+
+
 def summary_rows(results: list[dict]) -> list[dict]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for res in results:
@@ -180,6 +238,18 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
                 for k, v in gaps.items()
             ),
         ]
+    pairs = paired_rows(results)
+    if pairs:
+        parts += [
+            "",
+            "Paired differences over seeds (olora minus each baseline, same seed = same data sample; ± is the "
+            "half-width of the 95 % t-interval; a difference whose interval excludes 0 is marked):",
+            "",
+            paired_table(pairs),
+        ]
+    power = standard_errors(results)
+    if power:
+        parts += ["", power]
     if deviations:
         parts += ["", "Deviations from the official protocol (from each run's results.json):"]
         parts += [f"- {d}" for d in deviations]
