@@ -9,8 +9,9 @@ Every choice comes with a one-line reason, recorded in results.json (``resources
 * Token cap (``train.max_batch_tokens=auto``): training activations grow with the padded tokens of a
   micro-batch. Measured on SmolLM2 (30 layers, width 576, float32): ~1.4 MB per token, i.e. ~20 floats
   per layer and hidden unit; the cap is the activation budget divided by that estimate. The budget is a
-  quarter of the available memory, at most 2.5 GiB on a CPU (larger chunks are no faster there: the
-  matrix products are already large) and half of the free GPU memory on CUDA.
+  quarter of the available memory, at most 1.25 GiB on a CPU (~970 SmolLM2 tokens; larger chunks are
+  no faster there: 6 yelp steps took 54 s at a 1,000-token cap and 52 s at 1,941; and glibc's heap
+  fragments over a run, adding ~2 GB to a four-task run's peak above its largest batch) and half of the free GPU memory on CUDA.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, replace
 import torch
 
 FLOATS_PER_LAYER_UNIT = 20  # activation floats kept per token, layer and hidden unit (measured, SmolLM2)
-CPU_BUDGET_CAP = int(2.5 * 2**30)
+CPU_BUDGET_CAP = int(1.25 * 2**30)
 MIN_TOKENS = 256
 
 

@@ -1,0 +1,31 @@
+"""The prepared GPU script, dry-run at tiny sizes on the CPU (the GPU run itself needs a lent machine)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paper_scale_script_runs_the_grid_and_writes_one_table(tiny_dirs, data_dir, tmp_path):
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # python3 = this venv's
+        "DATA_DIR": str(data_dir),
+        "MODEL": str(tiny_dirs["llama"]),
+        "TRAIN_PC": "2",
+        "TEST_PC": "1",
+        "OUT": str(tmp_path / "out"),
+        "EXTRA": "train.max_steps=1 train.mixed_precision=none data.max_source_length=240",
+    }
+    done = subprocess.run(["bash", "scripts/paper_scale.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "out" / "grid" / "table.csv").open()))
+    assert [r["method"] for r in rows] == ["olora", "seqlora", "inclora", "mtl_lora"]
+    text = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "train.grad_accum=8 (official: 1)" in text and "dbpedia → amazon → yelp → agnews" in text
+    assert "device: CPU (no CUDA device)" in (tmp_path / "out" / "device.txt").read_text()
