@@ -11,7 +11,8 @@ Every choice comes with a one-line reason, recorded in results.json (``resources
   per layer and hidden unit; the cap is the activation budget divided by that estimate. The budget is a
   quarter of the available memory, at most 1.25 GiB on a CPU (~970 SmolLM2 tokens; larger chunks are
   no faster there: 6 yelp steps took 54 s at a 1,000-token cap and 52 s at 1,941; and glibc's heap
-  fragments over a run, adding ~2 GB to a four-task run's peak above its largest batch) and half of the free GPU memory on CUDA.
+  fragments over a run, adding ~2 GB to a four-task run's peak above its largest batch) and half of
+  the free GPU memory on CUDA.
 """
 
 from __future__ import annotations
