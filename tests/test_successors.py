@@ -168,3 +168,31 @@ def test_plasticity_options_run_end_to_end_and_change_the_run(tiny_dirs, tmp_pat
     assert res["config"]["olora"][option.split(".")[1].split("=")[0]] == option.split("=")[1]
     base_log = (tmp_path / "base" / "tasks" / "1-newsdesk" / "train_log.jsonl").read_text()
     assert (tmp_path / "opt" / "tasks" / "1-newsdesk" / "train_log.jsonl").read_text() != base_log
+
+
+def test_gradient_terms_split_the_accumulated_gradient():
+    from olora.core.train import gradient_terms
+
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    nll = (p * torch.tensor([3.0, 0.0])).sum()  # ∇ = (3, 0)
+    pen = lambda: p.pow(2).sum()  # noqa: E731  ∇ = 2p = (2, 4)
+    (nll + 0.5 * pen()).backward()
+    out = gradient_terms({"all": [p]}, {"orth": (0.5, pen)})
+    assert out["grad/all/nll"] == pytest.approx(3.0)
+    assert out["grad/all/orth"] == pytest.approx(0.5 * (4 + 16) ** 0.5)
+    assert out["cos/all/orth"] == pytest.approx(3 * 1 / (3 * (1 + 4) ** 0.5))
+    torch.testing.assert_close(p.grad, torch.tensor([4.0, 2.0]))  # the gradient itself is untouched
+
+
+def test_grad_norm_log_shows_the_penalty_alone_moves_lora_a_at_the_first_step(tiny_dirs, tmp_path):
+    """lora_B starts at zero, so the task's gradient on lora_A is zero at the first step of a task: with
+    the code penalty on, lora_A's first update is the penalty's alone (and Adam gives it full size)."""
+    import json
+
+    out = tmp_path / "run"
+    cli_run(tiny_dirs["llama"], out, "method=olora", "log.grad_norms=true", "train.log_every=1")
+    rows = [json.loads(x) for x in (out / "tasks" / "1-newsdesk" / "train_log.jsonl").read_text().splitlines()]
+    first = rows[0]
+    assert first["grad/lora_A/nll"] < 1e-6 * first["grad/lora_A/orth"] and first["grad/lora_A/orth"] > 0
+    assert first["grad/lora_B/nll"] > 0 and first["grad/lora_B/orth"] == 0  # the code penalty reads lora_A only
+    assert rows[1]["grad/lora_A/nll"] > 0  # once B has moved, the task reaches lora_A

@@ -197,6 +197,12 @@ def task_name(entry: str | TaskSpec) -> str:
 @dataclass
 class LogConfig:
     tensorboard: bool = _f(False, "Also write losses and accuracies to OUT/tensorboard (needs tensorboard).")
+    grad_norms: bool = _f(
+        False,
+        "At each logged step, also write the gradient norm of each loss term (nll, orth, l2, …) per parameter "
+        "group (lora_A, lora_B) and the cosine between the task's and each penalty's gradient (diagnostics; "
+        "one extra small backward per logged step).",
+    )
 
 
 # Names of olora < 0.2, where these baselines trained one LoRA adapter; the paper's are full fine-tuning.

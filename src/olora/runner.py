@@ -121,6 +121,7 @@ def train_and_evaluate(r: Run, stage: Stage, folder: StageFolder, rows: list[lis
         checkpoints=StepCheckpoints(folder.checkpoint),
         on_log=lambda row: track(r, f"train/{stage.label}/", row, row["step"]),
         desc=f"task {stage.index + 1}/{len(ctx.tasks)} {stage.label} [{r.cfg.method}]",
+        grad_groups=method.parameter_groups(ctx, stage) if r.cfg.log.grad_norms else None,
     )
     method.end_training(ctx, stage)
     eval_start = time.perf_counter()

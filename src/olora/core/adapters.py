@@ -72,6 +72,15 @@ def lora_layers(model: torch.nn.Module) -> list[LoraLayer]:
     return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
 
+def factor_parameters(model: torch.nn.Module, name: str) -> dict[str, list[torch.nn.Parameter]]:
+    """Adapter ``name``'s parameters by factor: {"lora_A": [...], "lora_B": [...]} (found by module type)."""
+    layers = [layer for layer in lora_layers(model) if name in layer.lora_A]
+    return {
+        "lora_A": [layer.lora_A[name].weight for layer in layers],
+        "lora_B": [layer.lora_B[name].weight for layer in layers],
+    }
+
+
 def add_adapter(model: PreTrainedModel | PeftModel, name: str, config: LoraConfig) -> PeftModel:
     """Add a fresh adapter (B = 0, so the model's output is unchanged) and return the PeftModel."""
     if not isinstance(model, PeftModel):

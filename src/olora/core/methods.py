@@ -54,6 +54,7 @@ from olora.core.adapters import (
     concat_adapters,
     copy_adapter_weights,
     default_target_modules,
+    factor_parameters,
     l2_norm,
     merge_into_base,
     peft_lora_config,
@@ -125,6 +126,13 @@ class Method:
 
     def end_training(self, ctx: Context, stage: Stage) -> None:
         """After the stage's last optimizer step, before evaluation."""
+
+    def parameter_groups(self, ctx: Context, stage: Stage) -> dict[str, list[torch.nn.Parameter]]:
+        """What trains, in named groups (``log.grad_norms`` reports each term's gradient per group)."""
+        name = self.adapter(stage)
+        if name is not None:
+            return factor_parameters(ctx.model, name)
+        return {"all": [p for p in ctx.model.parameters() if p.requires_grad]}
 
     def prepare_eval(self, ctx: Context, stage: Stage, j: int) -> bool:
         """Set the model up to answer task j after ``stage``; False = reuse the score after training j."""

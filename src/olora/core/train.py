@@ -203,6 +203,36 @@ def _check_finite(loss: torch.Tensor, desc: str, step: int, last_saved: int) -> 
         )
 
 
+def gradient_terms(
+    groups: dict[str, list[torch.nn.Parameter]], penalties: dict[str, tuple[float, WeightPenalty]]
+) -> dict[str, float]:
+    """Split the step's accumulated gradient (before clipping) into its terms, per parameter group:
+    each weight penalty's own gradient λ·∇penalty (one extra backward of that small term), and the rest
+    (the task's NLL and any batch terms) as the difference. Returns ``grad/<group>/<term>`` norms and
+    ``cos/<group>/<term>``, the cosine between the task's gradient and the term's."""
+    out: dict[str, float] = {}
+    for group, params in groups.items():
+        task = [p.grad.detach().float().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+        terms = {}
+        for name, (weight, fn) in penalties.items():
+            with torch.enable_grad():
+                grads = torch.autograd.grad(weight * fn(), params, allow_unused=True)
+            terms[name] = [torch.zeros_like(p) if g is None else g.float() for g, p in zip(grads, params, strict=True)]
+            for t, g in zip(task, terms[name], strict=True):
+                t.sub_(g)
+        out[f"grad/{group}/nll"] = _norm(task)
+        for name, grads in terms.items():
+            out[f"grad/{group}/{name}"] = _norm(grads)
+            dot = float(sum((t * g).sum() for t, g in zip(task, grads, strict=True)))
+            denom = out[f"grad/{group}/nll"] * out[f"grad/{group}/{name}"]
+            out[f"cos/{group}/{name}"] = dot / denom if denom > 0 else 0.0
+    return out
+
+
+def _norm(tensors: list[torch.Tensor]) -> float:
+    return float(torch.sqrt(sum(t.pow(2).sum() for t in tensors))) if tensors else 0.0
+
+
 def train_task(
     model: torch.nn.Module,
     examples: list[Encoded],
@@ -218,12 +248,14 @@ def train_task(
     checkpoints: Checkpoints | None = None,
     on_log: Callable[[dict], None] | None = None,
     desc: str = "train",
+    grad_groups: dict[str, list[torch.nn.Parameter]] | None = None,
 ) -> TaskTraining:
     """Train the model's trainable parameters (the current task's adapter) on ``examples``.
 
     Loss per optimizer step = mean answer NLL + Σ λ·penalty. ``penalties`` depend on the weights
     only (O-LoRA's orthogonality, L2, EWC) and are added once per step; ``batch_penalties`` see each
-    micro-batch with the student's answer logits (LwF). With ``checkpoints``, a checkpoint is
+    micro-batch with the student's answer logits (LwF). With ``grad_groups``, each logged row also gets
+    the gradient norm of every term per group (``grad/<group>/<term>``). With ``checkpoints``, a checkpoint is
     written every ``cfg.checkpoint_every`` steps and at the end, and an existing one is resumed
     from: the result is bit-identical to an uninterrupted run.
     """
@@ -278,14 +310,16 @@ def train_task(
                             loss = loss + weight * value
                     _check_finite(loss, desc, step, result.steps)
                     accelerator.backward(loss)
+            logging = step % cfg.log_every == 0 or step == len(windows)
+            shares = gradient_terms(grad_groups, penalties) if grad_groups and logging else {}
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             result.steps = step
             bar.update(1)
-            if step % cfg.log_every == 0 or step == len(windows):
-                row = {"step": step, **{name: value.item() for name, value in terms.items()}}
+            if logging:
+                row = {"step": step, **{name: value.item() for name, value in terms.items()}, **shares}
                 weights = {
                     **{n: w for n, (w, _) in penalties.items()},
                     **{n: w for n, (w, _) in batch_penalties.items()},
