@@ -16,7 +16,8 @@
 # per class is ~8,500 prompts. Expect 1.5-3 min per method; MTL evaluates once.
 #
 # Inputs (environment): DATA_DIR (a CL_Benchmark folder), MODEL (default smollm2; a local checkpoint
-# folder or hub id also works), TRAIN_PC / TEST_PC (default 1000 / 100), SEEDS (default 1), OUT
+# folder or hub id also works), TRAIN_PC / TEST_PC (default 1000 / 100), SEEDS (default 1), METHODS
+# (default "olora seqlora inclora mtl_lora"), OUT
 # (default runs/paper_scale), EXTRA (more key=value overrides, e.g. for a CPU dry run:
 # EXTRA="train.max_steps=1 train.mixed_precision=none").
 set -eu
@@ -25,6 +26,7 @@ MODEL=${MODEL:-smollm2}
 TRAIN_PC=${TRAIN_PC:-1000}
 TEST_PC=${TEST_PC:-100}
 SEEDS=${SEEDS:-1}
+METHODS=${METHODS:-olora seqlora inclora mtl_lora}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -37,7 +39,7 @@ python3 -m olora bench "model=$MODEL" "data.dir=$DATA_DIR" "data.train_per_class
     "data.test_per_class=$TEST_PC" train.batch_size=8 train.grad_accum=8 dtype=float32 train.mixed_precision=bf16 \
     olora.fold_past=stack olora.past_dropout=shared \
     eval.batch_size=64 $EXTRA \
-    --benchmark proxy --orders 1 --methods olora seqlora inclora mtl_lora --seeds $SEEDS \
+    --benchmark proxy --orders 1 --methods $METHODS --seeds $SEEDS \
     --out "$OUT/grid" --results-md "$OUT/RESULTS.md" 2>&1 | tee "$OUT/bench.log" | grep -v "it/s\]$" || true
 echo "paper_scale: $((SECONDS - start)) s wall" | tee -a "$OUT/device.txt"
 test -f "$OUT/RESULTS.md"

@@ -47,6 +47,12 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
     first = (out / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns
     assert main(args) == 0  # every run finished: nothing is retrained
     assert (out / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns == first
+    # --table-only: a table of the finished cells; a cell without a run is left out, and nothing trains
+    wider = [a if a != "mtl_lora" else "inclora" for a in args] + ["--table-only"]
+    assert main(wider) == 0
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["method"] for r in rows] == ["seqlora", "olora"]
+    assert not (out / "proxy-order1" / "inclora").exists()
     capsys.readouterr()
 
 

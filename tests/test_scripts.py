@@ -20,12 +20,33 @@ def test_paper_scale_script_runs_the_grid_and_writes_one_table(tiny_dirs, data_d
         "TRAIN_PC": "2",
         "TEST_PC": "1",
         "OUT": str(tmp_path / "out"),
+        "METHODS": "olora mtl_lora",  # the script's four methods differ only in this list
         "EXTRA": "train.max_steps=1 train.mixed_precision=none data.max_source_length=240",
     }
     done = subprocess.run(["bash", "scripts/paper_scale.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = list(csv.DictReader((tmp_path / "out" / "grid" / "table.csv").open()))
-    assert [r["method"] for r in rows] == ["olora", "seqlora", "inclora", "mtl_lora"]
+    assert [r["method"] for r in rows] == ["olora", "mtl_lora"]
     text = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "train.grad_accum=8 (official: 1)" in text and "dbpedia → amazon → yelp → agnews" in text
     assert "device: CPU (no CUDA device)" in (tmp_path / "out" / "device.txt").read_text()
+
+
+def test_plasticity_script_reads_the_gradient_logs(tiny_dirs, tmp_path, capsys):
+    import importlib.util
+
+    from conftest import cli_run
+
+    runs = []
+    for name, extra in (("code", ()), ("paper", ("olora.orth=paper",))):
+        runs.append(tmp_path / name)
+        cli_run(tiny_dirs["llama"], runs[-1], "method=olora", "log.grad_norms=true", "train.log_every=1", *extra)
+    spec = importlib.util.spec_from_file_location("plasticity", ROOT / "scripts" / "plasticity.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(r) for r in runs] + ["--out", str(tmp_path / "fig")]) == 0
+    text = capsys.readouterr().out
+    assert "| code |" in text and "| paper |" in text and "ratio t=2 (newsdesk)" in text
+    code = script.summarize(runs[0])["tasks"]["newsdesk"]
+    assert code["first_ratio"] == float("inf")  # B = 0 at the first step: the task gives lora_A no gradient
+    assert (tmp_path / "fig_ratio.png").stat().st_size > 0 and (tmp_path / "fig_tradeoff.png").stat().st_size > 0

@@ -117,7 +117,9 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 
     path, overrides = _split_config_args(ns.args)
     out = Path(ns.out)
-    results = run_grid(path, overrides, ns.benchmark, ns.orders, ns.methods, ns.seeds, out)
+    results = run_grid(
+        path, overrides, ns.benchmark, ns.orders, ns.methods, ns.seeds, out, run_missing=not ns.table_only
+    )
     command = "olora " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if ns.command_text is None else ns.command_text
     text = write_tables(results, out, command)
     print(text)
@@ -240,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
     p.add_argument("--out", default="runs/bench", help="parent folder of the grid's runs")
     p.add_argument("--results-md", default=None, help="also write the table to this Markdown file")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="train nothing: the table of the grid's finished runs (cells without one are left out and named)",
+    )
     p.add_argument("--command-text", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
 

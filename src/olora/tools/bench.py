@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import platform
 import statistics
@@ -19,6 +20,8 @@ from olora.config import load_config
 from olora.core.methods import get_method
 from olora.runner import run
 from olora.store.rundir import RunFolder
+
+log = logging.getLogger("olora")
 
 
 def run_dir(out: Path, benchmark: str, order: str, method: str, seed: int) -> Path:
@@ -33,8 +36,10 @@ def run_grid(
     methods: list[str],
     seeds: list[int],
     out: Path,
+    run_missing: bool = True,
 ) -> list[dict]:
-    """Run (or reuse) every cell of the grid; return all results."""
+    """Run (or reuse) every cell of the grid; return all results. ``run_missing=False``: only reuse,
+    and log the cells that have no finished run."""
     results = []
     # Validate every cell's config before the first (long) run starts.
     cells = []
@@ -54,6 +59,9 @@ def run_grid(
                 get_method(method)
     for folder, cfg in cells:
         done = RunFolder(folder).finished_results()
+        if done is None and not run_missing:
+            log.warning("no finished run in %s: left out of the table", folder)
+            continue
         if done is None:
             done = run(cfg)
             release_memory()
