@@ -50,3 +50,22 @@ def test_plasticity_script_reads_the_gradient_logs(tiny_dirs, tmp_path, capsys):
     code = script.summarize(runs[0])["tasks"]["newsdesk"]
     assert code["first_ratio"] == float("inf")  # B = 0 at the first step: the task gives lora_A no gradient
     assert (tmp_path / "fig_ratio.png").stat().st_size > 0 and (tmp_path / "fig_tradeoff.png").stat().st_size > 0
+
+
+def test_plasticity_grid_pairs_the_diagonal_by_seed(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("plasticity", ROOT / "scripts" / "plasticity.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    diag = {("olora", 1): 50, ("olora", 2): 60, ("seqlora", 1): 40, ("seqlora", 2): 52}
+    for (method, seed), d in diag.items():
+        folder = tmp_path / "proxy-order1" / method / f"seed{seed}"
+        folder.mkdir(parents=True)
+        matrix = [[90], [80, d], [70, 10, d]]  # tasks 2 and 3 learned to d right after training
+        res = {"method": method, "matrix": matrix, "config": {"order": 1, "seed": seed}}
+        (folder / "results.json").write_text(json.dumps(res))
+    text = script.grid_plasticity(tmp_path)
+    assert "| 1 | olora | 2 | 55.0 ± 7.1 |  |" in text
+    assert "| 1 | seqlora | 2 | 46.0 ± 8.5 | +9.0 ± 12.7 |" in text  # differences 10 and 8: 9 ± 12.706·1/√2
