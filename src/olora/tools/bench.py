@@ -91,14 +91,20 @@ def _mean_std(values: list[float | None]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def cells(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The grid's results by (order, method), in the order they came."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((str(r["config"].get("order")), r["method"]), []).append(r)
+    return groups
+
+
 def paired_rows(results: list[dict], reference: str = "olora") -> list[dict]:
     """Per order and baseline: ``reference − baseline`` in AA and BWT, seeds paired, with the half-width of
-    the 95 % t-interval; the standard error of one method's AA/BWT mean (std/√n) comes with it."""
-    from olora.core.metrics import mean_std, paired_difference
+    the 95 % t-interval."""
+    from olora.core.metrics import paired_difference
 
-    by: dict[tuple[str, str], dict[int, dict]] = {}
-    for r in results:
-        by.setdefault((str(r["config"].get("order")), r["method"]), {})[r["config"]["seed"]] = r
+    by = {key: {r["config"]["seed"]: r for r in runs} for key, runs in cells(results).items()}
     rows = []
     for (order, method), runs in sorted(by.items()):
         ref = by.get((order, reference))
@@ -113,7 +119,6 @@ def paired_rows(results: list[dict], reference: str = "olora") -> list[dict]:
             diff, half = paired_difference(a, b)
             row[key] = f"{diff:+.1f}" + ("" if half is None else f" ± {half:.1f}")
             row[f"{key}_real"] = half is not None and abs(diff) > half
-            row[f"{key}_se"] = None if len(a) < 2 else mean_std(b)[1] / len(b) ** 0.5
         rows.append(row)
     return rows
 
@@ -133,11 +138,8 @@ def standard_errors(results: list[dict]) -> str:
     """The grid's statistical power: the median over (order, method) of the standard error of AA and BWT."""
     from olora.core.metrics import mean_std
 
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in results:
-        groups.setdefault((str(r["config"].get("order")), r["method"]), []).append(r)
     se = {"aa": [], "bwt": []}
-    for runs in groups.values():
+    for runs in cells(results).values():
         if len(runs) > 1:
             for key in se:
                 se[key].append(mean_std([r[key] for r in runs])[1] / len(runs) ** 0.5)
@@ -150,12 +152,8 @@ def standard_errors(results: list[dict]) -> str:
 
 
 def summary_rows(results: list[dict]) -> list[dict]:
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for res in results:
-        key = (str(res["config"].get("order")), res["method"])
-        groups.setdefault(key, []).append(res)
     rows = []
-    for (order, method), runs in groups.items():
+    for (order, method), runs in cells(results).items():
         rows.append(
             {
                 "order": order,
@@ -174,9 +172,7 @@ def summary_rows(results: list[dict]) -> list[dict]:
 def gap_closed(results: list[dict]) -> dict[str, float | None]:
     """Per order: (AA_olora − AA_seqlora) / (AA_mtl − AA_seqlora), in %; None unless MTL > SeqLoRA.
     MTL is mtl_lora (the same adapter family) where the grid has it, else mtl_ft."""
-    by = {(str(r["config"].get("order")), r["method"]): [] for r in results}
-    for r in results:
-        by[(str(r["config"].get("order")), r["method"])].append(r["aa"])
+    by = {key: [r["aa"] for r in runs] for key, runs in cells(results).items()}
     out = {}
     for order in sorted({k[0] for k in by}):
         mtl = "mtl_lora" if (order, "mtl_lora") in by else "mtl_ft"
