@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -66,6 +67,58 @@ def test_a_run_records_precision_token_cap_and_peak_memory(tiny_dirs, tmp_path):
     assert res["mixed_precision"] == {"value": "none", "reason": "auto: no bf16 units on this cpu, float32 is faster"}
     assert res["dtype"]["value"] == "float32" and isinstance(res["max_batch_tokens"]["value"], int)
     assert res["max_batch_tokens"]["reason"].startswith("auto:") and res["peak_rss_mb"] > 0
+    assert res["kernel_cache"]["value"] is not None
+
+
+def test_kernel_caches_are_bounded_unless_the_user_set_them(monkeypatch):
+    for name in resources.KERNEL_CACHE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    assert resources.bound_kernel_caches(torch.device("cuda")).value is None
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
+    choice = resources.bound_kernel_caches(torch.device("cpu"))
+    assert choice.value == resources.KERNEL_CACHE and choice.reason.startswith("auto:")
+    assert all(os.environ[name] == str(resources.KERNEL_CACHE) for name in resources.KERNEL_CACHE_VARS)
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
+    choice = resources.bound_kernel_caches(torch.device("cpu"))
+    assert choice.value == "512" and "environment" in choice.reason
+
+
+_SHAPES = """
+import ctypes, sys, torch
+from olora.core import resources
+if sys.argv[1] == "bounded":
+    resources.bound_kernel_caches(torch.device("cpu"))
+libc = ctypes.CDLL("libc.so.6")
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usm fsm used free keep".split()]
+libc.mallinfo2.restype = Info
+layer = torch.nn.Linear(256, 768).requires_grad_(False)
+for rows in range(8, 140):  # a new batch length every step, as in training
+    x = torch.randn(rows, 256, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        layer(x).float().sum().backward()
+    if rows == 24:
+        start = libc.mallinfo2().used
+print(libc.mallinfo2().used - start)
+"""
+
+
+def _heap_growth(mode: str) -> int:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in resources.KERNEL_CACHE_VARS}
+    out = subprocess.run([sys.executable, "-c", _SHAPES, mode], capture_output=True, text=True, env=env, check=True)
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"), reason="needs glibc's mallinfo2")
+def test_bounded_kernel_caches_stop_the_heap_growing_with_new_shapes():
+    """bf16 matmuls of ever-new shapes: oneDNN's default caches keep a kernel per shape, the bound does not."""
+    unbounded = _heap_growth("default")
+    if unbounded < 20 * 2**20:
+        pytest.skip(f"this CPU's bf16 matmuls keep no per-shape kernels ({unbounded / 2**20:.1f} MB growth)")
+    assert _heap_growth("bounded") < unbounded / 4
 
 
 @pytest.mark.parametrize("setting", ["auto", 0, 4096])

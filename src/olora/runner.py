@@ -25,7 +25,7 @@ from olora.core.evaluate import answer_budget, evaluate_task
 from olora.core.methods import Context, Method, Stage, get_method
 from olora.core.metrics import forward_transfer, summarize
 from olora.core.models import is_seq2seq, load_model
-from olora.core.resources import Choice, choose_dtype, choose_precision, choose_token_cap
+from olora.core.resources import Choice, bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
 from olora.core.train import autocast, train_task
 from olora.data.encoding import Encoded, PromptEncoder
 from olora.data.load import load_tasks
@@ -272,6 +272,7 @@ def setup(cfg: RunConfig, force: bool) -> Run:
         _check_tensorboard()
     accelerator = Accelerator(log_with=trackers, project_dir=str(folder.root)) if trackers else Accelerator()
     device = accelerator.device
+    kernel_cache = bound_kernel_caches(device)  # before the first matmul of the process
     dtype = choose_dtype(cfg.dtype, device)
     model, tokenizer = load_model(cfg.model, dtype.value)
     seq2seq = is_seq2seq(model)
@@ -280,7 +281,13 @@ def setup(cfg: RunConfig, force: bool) -> Run:
     fold = Choice(cfg.olora.fold_past, "set in the config")
     if fold.value == "merge" and dtype.value != "float32":
         fold = Choice("stack", f"olora.fold_past=merge would round the past adapters into {dtype.value} weights")
-    choices = {"dtype": dtype, "mixed_precision": precision, "max_batch_tokens": cap, "fold_past": fold}
+    choices = {
+        "dtype": dtype,
+        "mixed_precision": precision,
+        "max_batch_tokens": cap,
+        "fold_past": fold,
+        "kernel_cache": kernel_cache,
+    }
     for key, choice in choices.items():
         log.info("%s: %s (%s)", key, choice.value, choice.reason)
     resolved = config_to_dict(cfg)
