@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -104,15 +107,12 @@ print(libc.mallinfo2().used - start)
 
 
 def _heap_growth(mode: str) -> int:
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k not in resources.KERNEL_CACHE_VARS}
     out = subprocess.run([sys.executable, "-c", _SHAPES, mode], capture_output=True, text=True, env=env, check=True)
     return int(out.stdout.split()[-1])
 
 
-@pytest.mark.skipif(not hasattr(__import__("ctypes").CDLL(None), "mallinfo2"), reason="needs glibc's mallinfo2")
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc's mallinfo2")
 def test_bounded_kernel_caches_stop_the_heap_growing_with_new_shapes():
     """bf16 matmuls of ever-new shapes: oneDNN's default caches keep a kernel per shape, the bound does not."""
     unbounded = _heap_growth("default")
