@@ -29,7 +29,9 @@ ARGS = [
 ]
 
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+# Rank 0 is made 3 s late to prepare the run folder: rank 1 must wait for it, not write into an unprepared
+# folder (which made rank 0 refuse it as "not an olora run", the CI failure of session 6).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "OLORA_STALL_AT": "prepare_folder:3:0"}
 
 
 def test_two_cpu_processes_match_one(tiny_dirs, tmp_path):
@@ -52,7 +54,7 @@ def test_two_cpu_processes_match_one(tiny_dirs, tmp_path):
         f"output_dir={tmp_path / 'ddp'}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, "\n".join(line for line in proc.stderr.splitlines() if "olora" in line.lower())[-4000:]
     single = json.loads((tmp_path / "single" / "results.json").read_text())
     ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert ddp["num_processes"] == 2 and single["num_processes"] == 1

@@ -31,7 +31,7 @@ from olora.data.encoding import Encoded, PromptEncoder
 from olora.data.load import load_tasks
 from olora.data.tasks import Task
 from olora.errors import OloraError
-from olora.faults import crash_point
+from olora.faults import crash_point, stall_point
 from olora.presets import config_deviations, get_benchmark, model_deviation
 from olora.seeding import derive_seed
 from olora.store.artifacts import load_adapter_weights, load_safetensors_dir, save_adapter
@@ -294,7 +294,9 @@ def setup(cfg: RunConfig, force: bool) -> Run:
     resolved.update(dtype=dtype.value, train={**resolved["train"], "mixed_precision": precision.value})
     resolved["olora"] = {**resolved["olora"], "fold_past": fold.value}
     if accelerator.is_main_process:
+        stall_point("prepare_folder")
         folder.prepare(config_to_dict(cfg), force)
+    accelerator.wait_for_everyone()  # no process may write into the folder before it is checked and made
     if trackers:
         accelerator.init_trackers("tensorboard")
     model.requires_grad_(False)
