@@ -53,6 +53,17 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert [r["method"] for r in rows] == ["seqlora", "olora"]
     assert not (out / "proxy-order1" / "inclora").exists()
+    # Another setting on a finished grid is refused before anything trains (it was reused silently before),
+    # and --table-only names the cells whose settings differ from its command.
+    capsys.readouterr()
+    changed = [args[0], "train.lr=0.5", *args[1:]]
+    assert main(changed) == 2
+    assert "train.lr: 0.001 -> 0.5" in capsys.readouterr().err
+    assert (out / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns == first
+    assert main([*changed, "--table-only"]) == 0
+    text = (out / "table.md").read_text()
+    assert "Cells run with settings other than this command's" in text
+    assert "- order 1, olora, seed 2: train.lr: 0.001 -> 0.5" in text
     capsys.readouterr()
 
 

@@ -111,7 +111,7 @@ def test_rerun_resumes_and_changed_config_is_refused(tiny_dirs, tmp_path, capsys
     assert json.loads((out / "results.json").read_text())["matrix"] == first["matrix"]
     capsys.readouterr()
     assert main(_args(tiny_dirs["llama"], out, "train.lr=0.5")) == 2
-    assert "different config (train.lr)" in capsys.readouterr().err
+    assert "different config (train.lr: 0.001 -> 0.5)" in capsys.readouterr().err
 
 
 def test_real_benchmark_tasks_run(tiny_dirs, data_dir, tmp_path):

@@ -98,9 +98,7 @@ class RunFolder:
         if out.exists() and not out.is_dir():
             raise OloraError(f"output_dir {str(out)!r} is a file: choose a folder path")
         if self.config.is_file() and not force:
-            old = flatten(yaml.safe_load(self.config.read_text(encoding="utf-8")) or {})
-            new = flatten(config)
-            diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            diff = self.config_changes(config)
             if diff:
                 raise OloraError(
                     f"output_dir {str(out)!r} holds a run with a different config ({', '.join(diff)}): "
@@ -116,6 +114,16 @@ class RunFolder:
         except OSError as exc:
             raise OloraError(f"output_dir {str(out)!r} is not writable ({exc.strerror}): choose another") from None
         atomic_write_text(self.config, yaml.safe_dump(config, sort_keys=False))
+
+    def config_changes(self, config: dict[str, Any]) -> list[str]:
+        """``key: saved -> new`` for each setting where ``config`` differs from the folder's config.yaml
+        ([] if it has none). ``output_dir`` is left out: a moved folder holds the same run."""
+        if not self.config.is_file():
+            return []
+        old = flatten(yaml.safe_load(self.config.read_text(encoding="utf-8")) or {})
+        new = flatten(config)
+        keys = sorted(k for k in old.keys() | new.keys() if k != "output_dir" and old.get(k) != new.get(k))
+        return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
 
     def write_progress(self, progress: dict) -> None:
         atomic_write_json(self.progress, progress)

@@ -1,8 +1,10 @@
 """``olora bench``: a grid of methods × orders × seeds, and one comparison table.
 
 Every run is an ordinary ``olora run`` in ``OUT/<benchmark>-order<k>/<method>/seed<s>``; finished runs
-are skipped on re-run, and an interrupted one resumes. The table gives AA, BWT and forgetting per
-method and order as mean ± std over seeds (Markdown + CSV).
+are skipped on re-run, and an interrupted one resumes, but only if it was made with the same config: a cell
+run with other settings is refused before anything trains (``--table-only`` lists it under the table
+instead), so a table never shows numbers of settings other than its command's. The table gives AA, BWT
+and forgetting per method and order as mean ± std over seeds (Markdown + CSV).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import statistics
 import time
 from pathlib import Path
 
-from olora.config import load_config
+from olora.config import config_to_dict, load_config
 from olora.core.methods import get_method
+from olora.errors import OloraError
 from olora.runner import run
 from olora.store.rundir import RunFolder
 
@@ -39,10 +42,12 @@ def run_grid(
     run_missing: bool = True,
 ) -> list[dict]:
     """Run (or reuse) every cell of the grid; return all results. ``run_missing=False``: only reuse,
-    and log the cells that have no finished run."""
+    and log the cells that have no finished run. A cell whose folder holds a run of another config is an
+    error before anything trains; with ``run_missing=False`` its result is kept, its differences listed
+    in ``result["config_changes"]`` (the table prints them)."""
     results = []
     # Validate every cell's config before the first (long) run starts.
-    cells = []
+    cells, changed = [], {}
     for order in orders:
         for method in methods:
             for seed in seeds:
@@ -55,8 +60,19 @@ def run_grid(
                     f"seed={seed}",
                     f"output_dir={folder}",
                 ]
-                cells.append((folder, load_config(config, cell)))
+                cfg = load_config(config, cell)
                 get_method(method)
+                cells.append((folder, cfg))
+                changes = RunFolder(folder).config_changes(config_to_dict(cfg))
+                if changes:
+                    changed[folder] = changes
+    if changed and run_missing:
+        folder, changes = next(iter(changed.items()))
+        raise OloraError(
+            f"bench: {len(changed)} cell(s) of {str(out)!r} hold runs of another config, e.g. {str(folder)!r} "
+            f"({'; '.join(changes)}): pass the settings they were run with, choose another --out, or delete "
+            "those folders to run them again"
+        )
     for folder, cfg in cells:
         done = RunFolder(folder).finished_results()
         if done is None and not run_missing:
@@ -65,6 +81,9 @@ def run_grid(
         if done is None:
             done = run(cfg)
             release_memory()
+        elif folder in changed:
+            log.warning("%s was run with another config (%s)", folder, "; ".join(changed[folder]))
+            done = {**done, "config_changes": changed[folder]}
         results.append(done)
     return results
 
@@ -254,6 +273,12 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
     power = standard_errors(results)
     if power:
         parts += ["", power]
+    changed = cells([r for r in results if r.get("config_changes")])
+    if changed:
+        parts += ["", "**Cells run with settings other than this command's** (saved value -> command's value):"]
+        for (order, method), runs in changed.items():
+            for r in runs:
+                parts.append(f"- order {order}, {method}, seed {r['seed']}: {'; '.join(r['config_changes'])}")
     if deviations:
         parts += ["", "Deviations from the official protocol (from each run's results.json):"]
         parts += [f"- {d}" for d in deviations]
