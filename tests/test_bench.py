@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
+
+import pytest
 
 from olora.cli import main
+from olora.errors import OloraError
+from olora.tools.bench import split_overrides
 
 
 def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
@@ -17,6 +22,7 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
         "data.test_per_class=1",
         "train.max_steps=1",
         "data.max_source_length=240",
+        "seqlora:train.lr=0.002",  # SeqLoRA's cells only
         "--benchmark",
         "proxy",
         "--orders",
@@ -39,6 +45,11 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
         ("1", m, "2") for m in ("seqlora", "olora", "mtl_lora")
     ]
     assert all("±" in r["aa"] for r in rows)  # mean ± std over the two seeds
+    lrs = {
+        m: json.loads((out / "proxy-order1" / m / "seed1" / "results.json").read_text())["config"]["train"]["lr"]
+        for m in ("seqlora", "olora")
+    }
+    assert lrs == {"seqlora": 0.002, "olora": 0.001}
     text = (tmp_path / "RESULTS.md").read_text()
     assert "Produced by `olora bench`" in text and "dbpedia → amazon → yelp → agnews" in text
     assert "NOT the paper's split" in text and "train.batch_size=8 (official: 64)" in text
@@ -104,3 +115,13 @@ def test_hub_id_is_a_real_path(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OloraError, match="cannot load model config for 'google-t5/t5-small'"):
         load_model("google-t5/t5-small")
+
+
+def test_split_overrides_per_method():
+    common, own = split_overrides(["train.lr=1e-3", "osf:train.lr=1e-5", "model=hf:owner/name"], ["olora", "osf"])
+    assert common == ["train.lr=1e-3", "model=hf:owner/name"]  # a colon inside a value is not a method prefix
+    assert own == {"olora": [], "osf": ["train.lr=1e-5"]}
+    with pytest.raises(OloraError, match="'nlora', which is not in --methods"):
+        split_overrides(["nlora:baselines.nlora_lambda=1e-4"], ["olora"])
+    with pytest.raises(OloraError, match="method='nolra' is invalid"):
+        split_overrides(["nolra:train.lr=1"], ["olora"])

@@ -235,7 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="methods x orders x seeds, one comparison table")
-    p.add_argument("args", nargs="*", help="optional config file, then key=value overrides for every run")
+    p.add_argument(
+        "args",
+        nargs="*",
+        help="optional config file, then key=value overrides for every run, method:key=value for one method's runs",
+    )
     p.add_argument("--benchmark", default="proxy", help="standard, long or proxy (configs/benchmarks.yaml)")
     p.add_argument("--orders", nargs="+", default=["1"], help="orders of the benchmark")
     p.add_argument("--methods", nargs="+", default=["seqlora", "inclora", "olora", "mtl_lora"])

@@ -1,6 +1,8 @@
 """``olora bench``: a grid of methods × orders × seeds, and one comparison table.
 
-Every run is an ordinary ``olora run`` in ``OUT/<benchmark>-order<k>/<method>/seed<s>``; finished runs
+An override ``<method>:key=value`` applies to that method's cells only, so that each method runs at its
+own tuned settings (``osf:train.lr=1e-5``: OSF trains full weight directions and needs a full-fine-tuning
+learning rate). Every run is an ordinary ``olora run`` in ``OUT/<benchmark>-order<k>/<method>/seed<s>``; finished runs
 are skipped on re-run, and an interrupted one resumes, but only if it was made with the same config: a cell
 run with other settings is refused before anything trains (``--table-only`` lists it under the table
 instead), so a table never shows numbers of settings other than its command's. The table gives AA, BWT
@@ -31,6 +33,22 @@ def run_dir(out: Path, benchmark: str, order: str, method: str, seed: int) -> Pa
     return out / f"{benchmark}-order{order}" / method / f"seed{seed}"
 
 
+def split_overrides(overrides: list[str], methods: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The overrides for every cell, and ``{method: its own overrides}`` from those written
+    ``<method>:key=value`` (a ``:`` after the first ``=`` is part of a value, as in ``model=hf:owner/name``)."""
+    common, own = [], {m: [] for m in methods}
+    for item in overrides:
+        head, colon, rest = item.partition(":")
+        if not colon or "=" in head:
+            common.append(item)
+            continue
+        get_method(head)  # an unknown method name is an error naming it
+        if head not in own:
+            raise OloraError(f"bench: override {item!r} is for {head!r}, which is not in --methods: add it or drop it")
+        own[head].append(rest)
+    return common, own
+
+
 def run_grid(
     config: str | None,
     overrides: list[str],
@@ -48,12 +66,14 @@ def run_grid(
     results = []
     # Validate every cell's config before the first (long) run starts.
     cells, changed = [], {}
+    common, own = split_overrides(overrides, methods)
     for order in orders:
         for method in methods:
             for seed in seeds:
                 folder = run_dir(out, benchmark, order, method, seed)
                 cell = [
-                    *overrides,
+                    *common,
+                    *own[method],
                     f"benchmark={benchmark}",
                     f"order={order}",
                     f"method={method}",
