@@ -89,9 +89,11 @@ def test_carved_splits_are_disjoint_deterministic_and_labelled(data_dir):
     assert not {e.text for e in dbpedia.train} & {e.text for e in dbpedia.test}
     counts = Counter(e.label for e in dbpedia.train)
     assert len(counts) == 14 and max(counts.values()) - min(counts.values()) < 80
-    assert "NOT the paper's split" in dbpedia.source
+    assert dbpedia.notes == ["train carved from test.json: NOT the paper's split"]
     yelp = load_benchmark_task(data_dir, "yelp", carve_missing=True)
-    assert len(yelp.train) + len(yelp.test) == 5000 and "test carved from train" in yelp.source
+    assert len(yelp.train) + len(yelp.test) == 5000 and yelp.notes == [
+        "test carved from train.json: NOT the paper's split"
+    ]
 
 
 def test_validation_split_comes_from_train_only(data_dir):

@@ -65,14 +65,22 @@ def test_a_deviating_benchmark_run_lists_its_deviations_everywhere(tiny_dirs, da
     out = tmp_path / "proxy"
     args = ["run", f"model={tiny_dirs['llama']}", "benchmark=proxy", "order=1", f"data.dir={data_dir}"]
     args += ["data.train_per_class=1", "data.test_per_class=1", "train.max_steps=1", "data.max_source_length=240"]
+    args += ["data.eval_split=validation", "data.validation_per_class=1"]
     assert main([*args, f"output_dir={out}"]) == 0
     printed = capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
     deviations = res["protocol"]["deviations"]
     for expected in ("yelp replaces yahoo", "train.batch_size=8 (official: 64)", "data.train_per_class=1",
-                     "model=", "dbpedia from train carved from test.json"):  # fmt: skip
+                     "model=", "data.eval_split=validation (official: test)"):  # fmt: skip
         assert any(expected in d for d in deviations), expected
         assert expected in printed
+    # each departure of a task's data is one whole line (they were once cut out of a path string, garbled)
+    for line in ("data: dbpedia: train carved from test.json: NOT the paper's split",
+                 "data: dbpedia: evaluated on a validation split carved from train",
+                 "data: agnews: evaluated on a validation split carved from train"):  # fmt: skip
+        assert line in deviations and line in printed
+    assert res["task_sources"][0].endswith("(train carved from test.json: NOT the paper's split) "
+                                           "(evaluated on a validation split carved from train)")  # fmt: skip
     assert _task(out, "0-dbpedia")["deviations"] == deviations
     assert main(["show", str(out)]) == 0 and "train.batch_size=8 (official: 64)" in capsys.readouterr().out
 

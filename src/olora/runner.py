@@ -344,7 +344,7 @@ def protocol_deviations(cfg: RunConfig, resolved: dict, tasks: list[Task], model
     bench = get_benchmark(cfg.benchmark)
     out = config_deviations(bench, cfg.order, resolved)
     out += [line for line in [model_deviation(bench, model_config, cfg.model)] if line]
-    out += [f"data: {t.name} from {t.source.split(' (', 1)[1].rstrip(')')}" for t in tasks if " (" in t.source]
+    out += [f"data: {t.name}: {note}" for t in tasks for note in t.notes]
     return out
 
 
@@ -361,7 +361,7 @@ def summarize_run(
         "seed": r.cfg.seed,
         "tasks": [t.name for t in tasks],
         "task_types": [t.task_type for t in tasks],
-        "task_sources": [t.source for t in tasks],
+        "task_sources": [" ".join([t.source, *(f"({note})" for note in t.notes)]) for t in tasks],
         "metrics": [t.metric for t in tasks],  # what each column of the matrix scores
         "matrix": matrix,
         **summarize(matrix),

@@ -38,7 +38,7 @@ def load_tasks(names: list[str | TaskSpec], data: DataConfig, seed: int) -> list
         if data.eval_split == "validation":
             held_out = lambda n, k=data.validation_per_class: min(k, n // 2)  # per label: k, at most half
             task.train, task.test = stratified_split(task.train, held_out, f"{name}:validation", pooled=free_form)
-            task.source += " (evaluated on a validation split carved from train)"
+            task.notes.append("evaluated on a validation split carved from train")
         for split in ("train", "test"):
             what = f"data.{split}_per_class[{name}]"
             per_class = getattr(data, f"{split}_per_class")

@@ -56,7 +56,8 @@ class Task:
     labels: list[str]
     train: list[Example] = field(default_factory=list)
     test: list[Example] = field(default_factory=list)
-    source: str = "builtin"
+    source: str = "builtin"  # where the examples come from: a folder, files, or "builtin"
+    notes: list[str] = field(default_factory=list)  # how the splits depart from those files (deviations)
     instruction: str = ""  # the task definition before the options, e.g. "What is the topic …?\n"
     show_options: bool = True  # the "Option: a, b, c" line (COPA has none: its options are in the text)
     metric: str = "exact_match"  # or "rouge_l" for free-form answers (tasks without labels)
@@ -85,6 +86,7 @@ class Task:
             "task_type": self.task_type,
             "labels": self.labels,
             "source": self.source,
+            "notes": self.notes,
             "instruction": self.instruction,
             "show_options": self.show_options,
             "metric": self.metric,
@@ -100,6 +102,7 @@ class Task:
             d["task_type"],
             list(d["labels"]),
             source=d.get("source", ""),
+            notes=list(d.get("notes", [])),
             instruction=d.get("instruction", INSTRUCTIONS.get(d["task_type"], "")),
             show_options=d.get("show_options", d["task_type"] != "COPA" if official else True),
             metric=d.get("metric", "exact_match"),
@@ -230,13 +233,13 @@ def load_benchmark_task(data_dir: Path, name: str, carve_missing: bool = False) 
     task_dir = find_task_dir(Path(data_dir), name)
     labels = read_labels(task_dir / "labels.json")
     has_train, has_test = (task_dir / "train.json").is_file(), (task_dir / "test.json").is_file()
-    source = str(task_dir)
+    notes = []
     if carve_missing and has_test and not has_train:
         train, test = stratified_split(read_split(task_dir / "test.json", labels), _half, f"{name}:test")
-        source += " (train carved from test.json: NOT the paper's split)"
+        notes.append("train carved from test.json: NOT the paper's split")
     elif carve_missing and has_train and not has_test:
         train, test = stratified_split(read_split(task_dir / "train.json", labels), _half, f"{name}:train")
-        source += " (test carved from train.json: NOT the paper's split)"
+        notes.append("test carved from train.json: NOT the paper's split")
     else:
         missing = [f for f, ok in (("train.json", has_train), ("test.json", has_test)) if not ok]
         if missing:
@@ -253,7 +256,8 @@ def load_benchmark_task(data_dir: Path, name: str, carve_missing: bool = False) 
         labels=labels,
         train=train,
         test=test,
-        source=source,
+        source=str(task_dir),
+        notes=notes,
         instruction=INSTRUCTIONS.get(group, ""),
         show_options=group != "COPA",  # COPA's A/B options are inside its sentence (official template)
     )
