@@ -107,15 +107,19 @@ def choose_token_cap(setting: int | str, model_config: object, device: torch.dev
     )
 
 
+_SET_BY_US: dict[str, str] = {}  # the cache variables this process set itself, and to what
+
+
 def bound_kernel_caches(device: torch.device) -> Choice:
     """Cap oneDNN's and ideep's per-shape kernel caches at ``KERNEL_CACHE`` entries on a CPU, unless the
     user set the variables. Both libraries read them when they first compile a kernel, so this must run
     before the process's first oneDNN matmul (the runner calls it before loading the model)."""
     if device.type != "cpu":
         return Choice(None, f"not used on {device.type}")
-    user = {name: os.environ[name] for name in KERNEL_CACHE_VARS if name in os.environ}
+    user = {n: v for n in KERNEL_CACHE_VARS if (v := os.environ.get(n)) is not None and v != _SET_BY_US.get(n)}
     for name in KERNEL_CACHE_VARS:
-        os.environ.setdefault(name, str(KERNEL_CACHE))
+        if name not in os.environ:  # remembered: a later run of this process (a bench grid) must not call it the user's
+            os.environ[name] = _SET_BY_US[name] = str(KERNEL_CACHE)
     if user:
         return Choice(os.environ[KERNEL_CACHE_VARS[0]], f"set in the environment: {user}")
     return Choice(KERNEL_CACHE, "auto: bounds the per-shape kernel caches, which otherwise grow by GBs per run")
