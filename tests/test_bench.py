@@ -125,3 +125,21 @@ def test_split_overrides_per_method():
         split_overrides(["nlora:baselines.nlora_lambda=1e-4"], ["olora"])
     with pytest.raises(OloraError, match="method='nolra' is invalid"):
         split_overrides(["nolra:train.lr=1"], ["olora"])
+
+
+def test_deviations_not_shared_by_every_method_name_their_methods():
+    from olora.tools.bench import protocol_deviations
+
+    def result(method, *devs):
+        return {"method": method, "protocol": {"deviations": list(devs)}}
+
+    results = [
+        result("olora", "model=smollm2 (official: T5-large)", "data: dbpedia from train carved (old wording)"),
+        result("osf", "model=smollm2 (official: T5-large)", "data: dbpedia: train carved (old wording)",
+               "train.lr=0.0001 (official: 0.001)"),
+    ]  # fmt: skip
+    assert protocol_deviations(results) == [
+        "data: dbpedia: train carved (old wording)",
+        "model=smollm2 (official: T5-large)",
+        "train.lr=0.0001 (official: 0.001) (osf only)",
+    ]

@@ -4,4 +4,4 @@ Not to be confused with PEFT's ``init_lora_weights="olora"``, an orthonormal *in
 single LoRA adapter; this package implements the continual-learning method.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"

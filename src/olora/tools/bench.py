@@ -16,6 +16,7 @@ import io
 import logging
 import os
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -257,12 +258,28 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores{mem}, {device}, torch {torch.__version__}"
 
 
+def protocol_deviations(results: list[dict]) -> list[str]:
+    """The union of the runs' deviations; one that not every method has names the methods that have it."""
+    by_method: dict[str, set[str]] = {}
+    for r in results:
+        # runs of olora 0.2.0 wrote a task's data note as "data: <task> from <note>"
+        devs = {
+            re.sub(r"^data: (\S+) from ", r"data: \1: ", d) for d in (r.get("protocol") or {}).get("deviations", [])
+        }
+        by_method.setdefault(r["method"], set()).update(devs)
+    out = []
+    for d in sorted(set().union(*by_method.values())):
+        having = [m for m, devs in by_method.items() if d in devs]
+        out.append(d if len(having) == len(by_method) else f"{d} ({', '.join(having)} only)")
+    return out
+
+
 def write_tables(results: list[dict], out: Path, command: str) -> str:
     rows = summary_rows(results)
     table = markdown_table(rows)
     (out / "table.csv").write_text(csv_table(rows), encoding="utf-8")
     tasks = {f"order {r['config'].get('order')}": " → ".join(r["tasks"]) for r in results}
-    deviations = sorted({d for r in results for d in (r.get("protocol") or {}).get("deviations", [])})
+    deviations = protocol_deviations(results)
     gaps = gap_closed(results)
     parts = [
         f"Command: `{command}`",
@@ -300,7 +317,7 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
             for r in runs:
                 parts.append(f"- order {order}, {method}, seed {r['seed']}: {'; '.join(r['config_changes'])}")
     if deviations:
-        parts += ["", "Deviations from the official protocol (from each run's results.json):"]
+        parts += ["", "Deviations from the official protocol (from each run's results.json; all cells unless named):"]
         parts += [f"- {d}" for d in deviations]
     text = "\n".join(parts) + "\n"
     (out / "table.md").write_text(text, encoding="utf-8")
