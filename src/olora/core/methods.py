@@ -316,8 +316,8 @@ class OSF(Method):
     sequence of T tasks: stage t keeps max(1, ⌊t/T · min(out, in)⌋) directions. The model answers every
     task (no task id); each stage saves the whole model. Targets: ``lora.target_modules`` (the same
     matrices LoRA adapts), so the comparison changes the method, not where it acts. It trains the weights'
-    own singular vectors: use a full-fine-tuning learning rate (``train.lr=1e-5``, the OSF paper's order);
-    at LoRA's 1e-3 it collapses (measured: docs/RESULTS.md).
+    own singular vectors: give it its own learning rate (1e-4 won a validation sweep of 1e-5…1e-3 on the
+    CPU proxy; ``osf:train.lr=1e-4`` in ``olora bench``); at LoRA's 1e-3 it collapses (docs/RESULTS.md).
     """
 
     full_model = True
