@@ -2,7 +2,9 @@
 
 An override ``<method>:key=value`` applies to that method's cells only, so that each method runs at its
 own tuned settings (``osf:train.lr=1e-4``: OSF trains the weights' own singular directions and needs a
-smaller learning rate than LoRA). Every run is an ordinary ``olora run`` in ``OUT/<benchmark>-order<k>/<method>/seed<s>``; finished runs
+smaller learning rate than LoRA).
+
+Every run is an ordinary ``olora run`` in ``OUT/<benchmark>-order<k>/<method>/seed<s>``; finished runs
 are skipped on re-run, and an interrupted one resumes, but only if it was made with the same config: a cell
 run with other settings is refused before anything trains (``--table-only`` lists it under the table
 instead), so a table never shows numbers of settings other than its command's. The table gives AA, BWT
