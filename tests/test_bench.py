@@ -78,6 +78,12 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_table_of_an_empty_grid_is_a_one_line_error(tmp_path, capsys):
+    args = ["bench", "--methods", "olora", "--out", str(tmp_path / "none"), "--table-only"]
+    assert main(args) == 2
+    assert "no finished run in" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
 def test_gap_closed():
     from olora.tools.bench import gap_closed
 
