@@ -121,7 +121,9 @@ def cmd_bench(ns: argparse.Namespace) -> int:
         path, overrides, ns.benchmark, ns.orders, ns.methods, ns.seeds, out, run_missing=not ns.table_only
     )
     if not results:
-        raise OloraError(f"bench: no finished run in {str(out)!r} to make a table of: run the grid without --table-only")
+        raise OloraError(
+            f"bench: no finished run in {str(out)!r} to make a table of: run the grid without --table-only"
+        )
     command = "olora " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if ns.command_text is None else ns.command_text
     text = write_tables(results, out, command)
     print(text)
