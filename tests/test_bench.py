@@ -134,7 +134,7 @@ def test_split_overrides_per_method():
 
 
 def test_deviations_not_shared_by_every_method_name_their_methods():
-    from olora.tools.bench import protocol_deviations
+    from olora.tools.bench import grid_deviations
 
     def result(method, *devs):
         return {"method": method, "protocol": {"deviations": list(devs)}}
@@ -144,7 +144,7 @@ def test_deviations_not_shared_by_every_method_name_their_methods():
         result("osf", "model=smollm2 (official: T5-large)", "data: dbpedia: train carved (old wording)",
                "train.lr=0.0001 (official: 0.001)"),
     ]  # fmt: skip
-    assert protocol_deviations(results) == [
+    assert grid_deviations(results) == [
         "data: dbpedia: train carved (old wording)",
         "model=smollm2 (official: T5-large)",
         "train.lr=0.0001 (official: 0.001) (osf only)",

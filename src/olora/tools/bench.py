@@ -260,7 +260,7 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores{mem}, {device}, torch {torch.__version__}"
 
 
-def protocol_deviations(results: list[dict]) -> list[str]:
+def grid_deviations(results: list[dict]) -> list[str]:
     """The union of the runs' deviations; one that not every method has names the methods that have it."""
     by_method: dict[str, set[str]] = {}
     for r in results:
@@ -281,7 +281,7 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
     table = markdown_table(rows)
     (out / "table.csv").write_text(csv_table(rows), encoding="utf-8")
     tasks = {f"order {r['config'].get('order')}": " → ".join(r["tasks"]) for r in results}
-    deviations = protocol_deviations(results)
+    deviations = grid_deviations(results)
     gaps = gap_closed(results)
     parts = [
         f"Command: `{command}`",
