@@ -18,6 +18,10 @@
 # at 100 test examples per class is ~8,500 prompts. Measured on an H200 (docs/RESULTS.md): O-LoRA 4.0 min,
 # SeqLoRA 2.2 min per run.
 #
+# Inputs (environment): DATA_DIR (a CL_Benchmark folder), MODEL (default smollm2; a local checkpoint
+# folder or hub id also works), TRAIN_PC / TEST_PC (default null / 100), SEEDS (default 1), METHODS
+# (default "olora seqlora inclora mtl_lora"), OUT (default runs/paper_scale), TABLE_ONLY, EXTRA (more
+# key=value overrides, e.g. for a CPU dry run: EXTRA="train.max_steps=1 train.mixed_precision=none").
 set -eu
 OUT=${OUT:-runs/paper_scale}
 MODEL=${MODEL:-smollm2}
