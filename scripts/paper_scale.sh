@@ -40,7 +40,7 @@ start=$SECONDS
 # shellcheck disable=SC2086
 python3 -m olora bench "model=$MODEL" "data.dir=$DATA_DIR" "data.train_per_class=$TRAIN_PC" \
     "data.test_per_class=$TEST_PC" train.batch_size=64 train.grad_accum=1 dtype=float32 train.mixed_precision=bf16 \
-    olora.fold_past=stack olora.past_dropout=shared \
+    past.fold=stack past.dropout=shared \
     eval.batch_size=64 $EXTRA \
     --benchmark proxy --orders 1 --methods $METHODS --seeds $SEEDS $TABLE \
     --out "$OUT/grid" --results-md "$OUT/RESULTS.md" 2>&1 | tee -a "$OUT/bench.log" | grep -v "it/s\]$" || true

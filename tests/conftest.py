@@ -20,6 +20,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+import olora.methods  # noqa: F401  (registers the methods' option sections: tests parse configs directly)
 from olora.data.builtin import BUILTIN_TASKS, builtin_task
 from olora.data.tasks import build_prompt
 

@@ -128,7 +128,7 @@ def test_split_overrides_per_method():
     assert common == ["train.lr=1e-3", "model=hf:owner/name"]  # a colon inside a value is not a method prefix
     assert own == {"olora": [], "osf": ["train.lr=1e-5"]}
     with pytest.raises(OloraError, match="'nlora', which is not in --methods"):
-        split_overrides(["nlora:baselines.nlora_lambda=1e-4"], ["olora"])
+        split_overrides(["nlora:nlora.weight=1e-4"], ["olora"])
     with pytest.raises(OloraError, match="method='nolra' is invalid"):
         split_overrides(["nolra:train.lr=1"], ["olora"])
 

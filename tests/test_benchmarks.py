@@ -40,7 +40,7 @@ def test_order_6_settings_do_not_leak_into_orders_4_and_5(order):
     """long.sh's per-task λ were tuned for order 6; orders 4 and 5 use the global λ and 1 epoch."""
     cfg = load_config(None, ["benchmark=long", f"order={order}"])
     assert cfg.olora.task_lambdas == {} and cfg.train.task_epochs == {}
-    assert cfg.lambdas_for("yelp") == (0.5, 0.0) and cfg.epochs_for("MNLI") == 1
+    assert cfg.olora.lambdas_for("yelp") == (0.5, 0.0) and cfg.epochs_for("MNLI") == 1
 
 
 def test_every_order_names_known_tasks_with_matching_labels(data_dir):
@@ -57,7 +57,7 @@ def test_every_order_names_known_tasks_with_matching_labels(data_dir):
 def test_benchmark_sets_tasks_and_per_task_settings():
     cfg = load_config(None, ["benchmark=long", "order=6", "olora.task_lambdas={WiC: [1, 0]}"])
     assert cfg.tasks[0] == "yelp" and len(cfg.tasks) == 15
-    assert cfg.lambdas_for("dbpedia") == (5.0, 0.0) and cfg.lambdas_for("WiC") == (1.0, 0.0)
+    assert cfg.olora.lambdas_for("dbpedia") == (5.0, 0.0) and cfg.olora.lambdas_for("WiC") == (1.0, 0.0)
     assert cfg.epochs_for("MNLI") == 2 and cfg.epochs_for("CB") == 1
     assert load_config(None, ["benchmark=proxy", "order=1"]).data.carve_missing
 

@@ -35,8 +35,8 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.tasks == ["dbpedia", "agnews"]
     assert cfg.data.train_per_class == 5
     assert cfg.lora.target_modules == ["q", "v"]
-    assert cfg.lambdas_for("dbpedia") == (5.0, 0.0)
-    assert cfg.lambdas_for("agnews") == (0.5, 0.0)
+    assert cfg.olora.lambdas_for("dbpedia") == (5.0, 0.0)
+    assert cfg.olora.lambdas_for("agnews") == (0.5, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +56,7 @@ def test_yaml_then_overrides(tmp_path):
         ("lora=3", "must be a section"),
         ("nonsense", "is not key=value"),
         ("train.first_task_lr=0", "train.first_task_lr=0.0 is invalid: must be > 0 or null"),
-        ("baselines.replay_per_task=-1", "baselines.replay_per_task=-1 is invalid: must be >= 0"),
+        ("replay.per_task=-1", "replay.per_task=-1 is invalid: must be >= 0"),
         ("train.max_batch_tokens=lots", "train.max_batch_tokens='lots' is invalid: must be an integer, or one of auto"),
     ],
 )

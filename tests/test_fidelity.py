@@ -227,15 +227,15 @@ def test_shared_dropout_gives_past_and_new_adapter_one_mask(tiny_dirs):
 
 
 def test_shared_past_dropout_needs_the_past_adapters_in_the_forward():
-    with pytest.raises(OloraError, match="set olora.fold_past=stack"):
-        load_config(None, ["olora.past_dropout=shared"])
-    assert load_config(None, ["olora.past_dropout=shared", "olora.fold_past=stack"]).olora.past_dropout == "shared"
+    with pytest.raises(OloraError, match="set past.fold=stack"):
+        load_config(None, ["past.dropout=shared"])
+    assert load_config(None, ["past.dropout=shared", "past.fold=stack"]).past.dropout == "shared"
 
 
 def test_shared_dropout_run_differs_from_no_past_dropout(tiny_dirs, tmp_path):
-    common = ["tasks=[sentiment,newsdesk,helpline]", "train.mixed_precision=none", "olora.fold_past=stack"]
+    common = ["tasks=[sentiment,newsdesk,helpline]", "train.mixed_precision=none", "past.fold=stack"]
     off = _run(tiny_dirs, tmp_path / "off", *common)
-    shared = _run(tiny_dirs, tmp_path / "shared", *common, "olora.past_dropout=shared")
+    shared = _run(tiny_dirs, tmp_path / "shared", *common, "past.dropout=shared")
     log_off = (tmp_path / "off" / "tasks" / "1-newsdesk" / "train_log.jsonl").read_text()
     log_shared = (tmp_path / "shared" / "tasks" / "1-newsdesk" / "train_log.jsonl").read_text()
     assert off["matrix"][0] == shared["matrix"][0] and log_off != log_shared

@@ -1,6 +1,6 @@
 """The package's layers follow the data flow, and no import runs upward or in a circle.
 
-foundation (config, presets, errors, seeding, faults) → data → core → store → runner → tools → cli
+foundation (config, presets, errors, seeding, faults) → data → core → methods → store → runner → tools → cli
 """
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import olora
 
 ROOT = Path(olora.__file__).parent
-LAYERS = {"foundation": 0, "data": 1, "core": 2, "store": 3, "runner": 4, "tools": 5, "cli": 6}
+LAYERS = {"foundation": 0, "data": 1, "core": 2, "methods": 3, "store": 4, "runner": 5, "tools": 6, "cli": 7}
 
 
 def _module(path: Path) -> str:
@@ -19,12 +21,25 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# Top-level modules, each named: a new one must be given its layer here (nothing defaults to a layer).
+TOP_LEVEL = {
+    "olora": 0, "config": 0, "presets": 0, "errors": 0, "seeding": 0, "faults": 0,
+    "runner": 5, "api": 7, "cli": 7, "__main__": 7,
+}  # fmt: skip
+
+
+class NoLayer(Exception):
+    pass
+
+
 def _layer(module: str) -> int:
     parts = module.split(".")
-    if len(parts) > 2 and parts[1] in LAYERS:  # olora.data.x, olora.core.x, …
+    if len(parts) >= 2 and parts[1] in LAYERS:  # olora.data, olora.data.x, olora.core.x, …
         return LAYERS[parts[1]]
-    name = parts[1] if len(parts) > 1 else "__init__"
-    return {"runner": 4, "cli": 6, "api": 6, "__main__": 6}.get(name, 0)
+    name = parts[1] if len(parts) > 1 else "olora"
+    if name not in TOP_LEVEL:
+        raise NoLayer(f"{module} has no layer: add it to TOP_LEVEL in tests/test_layers.py")
+    return TOP_LEVEL[name]
 
 
 def _imports() -> dict[str, set[str]]:
@@ -69,5 +84,13 @@ def test_no_import_cycle():
 
 
 def test_every_module_has_a_layer():
-    assert all(mod.startswith("olora") for mod in _imports())
-    assert {_layer(m) for m in _imports()} == set(LAYERS.values())
+    """Every module (and every module it imports) is placed on a layer, and every layer holds one."""
+    graph = _imports()
+    modules = set(graph) | {dep for deps in graph.values() for dep in deps}
+    assert {_layer(m) for m in modules} == set(LAYERS.values())
+
+
+def test_an_unknown_module_is_refused_not_put_on_a_layer():
+    with pytest.raises(NoLayer):
+        _layer("olora.newthing")
+    assert _layer("olora.methods") == LAYERS["methods"] and _layer("olora.cli") == LAYERS["cli"]

@@ -10,8 +10,9 @@ import torch
 
 from conftest import cli_run
 from olora.cli import main
-from olora.core.methods import METHODS, EWCPenalty, distillation_kl, replay_memory
 from olora.data.encoding import Encoded
+from olora.methods import METHODS
+from olora.methods.baselines import EWCPenalty, distillation_kl, replay_memory
 
 
 def _run(model_dir: Path, out: Path, method: str, *extra: str) -> dict:
@@ -41,7 +42,7 @@ def test_replay_memory_is_bounded_per_task_and_seeded():
 @pytest.mark.parametrize("method", ["replay_lora", "replay_ft"])
 def test_replay_mixes_its_memory_into_later_tasks(tiny_dirs, tmp_path, method):
     out = tmp_path / method
-    _run(tiny_dirs["llama"], out, method, "baselines.replay_per_task=3")
+    _run(tiny_dirs["llama"], out, method, "replay.per_task=3")
     second = json.loads((out / "tasks" / "1-newsdesk" / "task.json").read_text())
     assert second["timings"]["n_train"] == 16 + 3  # 16 newsdesk examples + 3 remembered sentiment ones
 
@@ -80,7 +81,7 @@ def test_ewc_fisher_is_per_example_not_per_batch():
 
 def test_ewc_moves_every_batch_to_the_model_device(monkeypatch):
     """The Fisher pass must feed tensors on the run's device (it fed CPU tensors to a GPU model)."""
-    import olora.core.methods as methods
+    import olora.methods.baselines as methods
 
     seen = []
 
@@ -181,8 +182,8 @@ def test_folding_past_adapters_changes_no_result(tiny_dirs, tmp_path, mode):
     from safetensors.torch import load_file
 
     args = ["tasks=[sentiment,newsdesk,helpline]", "lora.dropout=0.0", "train.lr=0.01"]
-    folded = _run(tiny_dirs["llama"], tmp_path / mode, "olora", *args, f"olora.fold_past={mode}")
-    unfolded = _run(tiny_dirs["llama"], tmp_path / "none", "olora", *args, "olora.fold_past=none")
+    folded = _run(tiny_dirs["llama"], tmp_path / mode, "olora", *args, f"past.fold={mode}")
+    unfolded = _run(tiny_dirs["llama"], tmp_path / "none", "olora", *args, "past.fold=none")
     assert folded["matrix"] == unfolded["matrix"]
     for stage in ("1-newsdesk", "2-helpline"):
         a = load_file(str(tmp_path / mode / "tasks" / stage / "adapter" / "adapter_model.safetensors"))
@@ -192,8 +193,8 @@ def test_folding_past_adapters_changes_no_result(tiny_dirs, tmp_path, mode):
 
 
 def test_unknown_method_names_the_nearest_one(tiny_dirs, tmp_path, capsys):
-    from olora.core.methods import get_method
     from olora.errors import OloraError
+    from olora.methods import get_method
 
     with pytest.raises(OloraError, match="did you mean 'olora'?"):
         get_method("olra")
@@ -202,19 +203,47 @@ def test_unknown_method_names_the_nearest_one(tiny_dirs, tmp_path, capsys):
     assert not (tmp_path / "x").exists()  # refused before anything is written
 
 
-def test_a_new_method_is_one_registered_class(tiny_dirs, tmp_path):
-    """A toy method (SeqLoRA that also trains on the previous task's data) needs no change elsewhere."""
-    from olora.core.methods import METHODS, OneAdapter, register
+def test_a_new_method_is_one_registered_class(tiny_dirs, tmp_path, capsys):
+    """A toy method (SeqLoRA that also trains on the last ``toy.previous`` tasks' data), with its own option
+    section, needs no change elsewhere: it runs, its option is parsed and validated, `olora config` shows it."""
+    from dataclasses import dataclass, field
+
+    from olora.config import OPTION_SECTIONS, check, register_options
+    from olora.methods import METHODS, register
+    from olora.methods.units import OneAdapter
+
+    @register_options("toy")
+    @dataclass
+    class ToyOptions:
+        previous: int = field(default=1, metadata={"help": "How many earlier tasks to rehearse."})
+
+        def problems(self, prefix):
+            errors = []
+            check(errors, self.previous >= 0, f"{prefix}previous", self.previous, "must be >= 0")
+            return errors
 
     @register("toy_rehearsal")
     class ToyRehearsal(OneAdapter):
+        """Toy: SeqLoRA that rehearses the previous tasks."""
+
+        sections = ("toy",)
+
         def training_data(self, ctx, stage):
-            previous = [ctx.train_sets[t.name] for t in ctx.tasks[max(stage.index - 1, 0) : stage.index]]
+            first = max(stage.index - self.toy.previous, 0)
+            previous = [ctx.train_sets[t.name] for t in ctx.tasks[first : stage.index]]
             return super().training_data(ctx, stage) + [ex for examples in previous for ex in examples]
 
     try:
         _run(tiny_dirs["llama"], tmp_path / "toy", "toy_rehearsal")
         second = json.loads((tmp_path / "toy" / "tasks" / "1-newsdesk" / "task.json").read_text())
         assert second["timings"]["n_train"] == 16 + 8
+        _run(tiny_dirs["llama"], tmp_path / "toy0", "toy_rehearsal", "toy.previous=0")
+        second = json.loads((tmp_path / "toy0" / "tasks" / "1-newsdesk" / "task.json").read_text())
+        assert second["timings"]["n_train"] == 16
+        assert main(["config", "method=toy_rehearsal", "toy.previous=-1"]) == 2
+        assert "toy.previous=-1 is invalid: must be >= 0" in capsys.readouterr().err
+        assert main(["config", "method=toy_rehearsal", "toy.previous=2"]) == 0
+        assert "toy:\n  previous: 2" in capsys.readouterr().out
     finally:
         METHODS.pop("toy_rehearsal")
+        OPTION_SECTIONS.pop("toy")

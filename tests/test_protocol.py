@@ -31,7 +31,7 @@ T5_COMMON = [
     ("lora.dropout", 0.1, "src/run_uie_lora.py:381 lora_dropout=0.1"),
     ("lora.target_modules", None, "src/run_uie_lora.py:380 no target_modules: peft's q/v mapping"),
     ("olora.orth", "code", "src/uie_trainer_lora.py:96 torch.abs(torch.mm(lora_A, loranew_A.T)).sum()"),
-    ("olora.past_dropout", "shared", "src/peft/tuners/lora.py:583-597 one dropout(x) feeds lora_A and loranew_A"),
+    ("past.dropout", "shared", "src/peft/tuners/lora.py:583-597 one dropout(x) feeds lora_A and loranew_A"),
     ("dtype", "float32", "configs/ds_configs/stage2.config: no fp16/bf16 for T5"),
     ("train.mixed_precision", "none", "configs/ds_configs/stage2.config: no fp16/bf16 for T5"),
 ]

@@ -31,7 +31,7 @@ def test_paper_scale_script_runs_the_grid_and_writes_one_table(tiny_dirs, data_d
     assert "dbpedia → amazon → yelp → agnews" in text
     # the official global batch, stacking and dropout: none of them is listed as a deviation
     deviations = text.split("Deviations from the official protocol")[1]
-    assert "train.batch_size" not in deviations and "grad_accum" not in deviations and "fold_past" not in deviations
+    assert "train.batch_size" not in deviations and "grad_accum" not in deviations and "past.fold" not in deviations
     assert "device: CPU (no CUDA device)" in (tmp_path / "out" / "device.txt").read_text()
     stamp = (tmp_path / "out" / "grid" / "proxy-order1" / "olora" / "seed1" / "results.json").stat().st_mtime_ns
     again = subprocess.run(["bash", "scripts/paper_scale.sh"], cwd=ROOT, env={**env, "TABLE_ONLY": "1"})

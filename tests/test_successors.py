@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 from conftest import cli_run
 from olora.config import RunConfig
 from olora.core.adapters import OrthogonalityPenalty, add_adapter, complement_init, lora_layers, update_l1
-from olora.core.methods import Context, Stage, get_method
+from olora.core.context import RunContext
 from olora.data.tasks import Task
+from olora.methods import Stage, get_method
 
 
 def _update_l1(adapter_dir: Path) -> float:
@@ -48,7 +49,7 @@ def test_nlora_sparsity_weight_shrinks_the_update(tiny_dirs, tmp_path):
     extra = ("train.max_steps=4", "train.lr=0.01")
     runs = {lam: tmp_path / f"l{lam}" for lam in (0, 1)}
     for lam, out in runs.items():
-        cli_run(tiny_dirs["llama"], out, "method=nlora", f"baselines.nlora_lambda={lam}", *extra)
+        cli_run(tiny_dirs["llama"], out, "method=nlora", f"nlora.weight={lam}", *extra)
     second = {lam: _update_l1(out / "tasks" / "1-newsdesk" / "adapter") for lam, out in runs.items()}
     assert second[1] < 0.5 * second[0]
     inc = tmp_path / "inclora"
@@ -56,9 +57,12 @@ def test_nlora_sparsity_weight_shrinks_the_update(tiny_dirs, tmp_path):
     assert _update_l1(inc / "tasks" / "1-newsdesk" / "adapter") == pytest.approx(second[0], rel=1e-5)
 
 
-def _osf_context(model, seq2seq: bool, n_tasks: int = 2) -> Context:
+def _osf_context(model, seq2seq: bool, n_tasks: int = 2) -> RunContext:
+    from accelerate import Accelerator
+
     tasks = [Task(f"t{i}", "x", ["a", "b"]) for i in range(n_tasks)]
-    return Context(RunConfig(), model, seq2seq, torch.device("cpu"), tasks, {}, base_path="tiny")
+    cfg = RunConfig()
+    return RunContext(cfg, model, None, Accelerator(cpu=True), seq2seq, tasks, {}, {}, cfg.train, base_path="tiny")
 
 
 def _loss(model, tokenizer, seq2seq: bool) -> torch.Tensor:

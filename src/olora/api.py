@@ -18,6 +18,7 @@ import yaml
 
 from olora.config import RunConfig, packaged_config
 from olora.config import load_config as _load_config
+from olora.methods import METHODS  # noqa: F401  (registers every method's option section before parsing)
 
 
 def load_config(config: str | Path | RunConfig | None = None, overrides: dict | list | None = None) -> RunConfig:

@@ -49,11 +49,11 @@ def cmd_config(ns: argparse.Namespace) -> int:
     import yaml
 
     from olora.config import config_to_dict, load_config
-    from olora.core.methods import get_method
+    from olora.methods import method_class
 
     path, overrides = _split_config_args(ns.args)
     cfg = load_config(path, overrides)
-    get_method(cfg.method)
+    method_class(cfg.method)
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, width=110), end="")
     if cfg.benchmark is not None:
         from olora.presets import config_deviations, get_benchmark

@@ -35,60 +35,37 @@ class LoRAConfig:
     )
 
 
-@dataclass
-class OLoRAConfig:
-    orth: Literal["code", "paper", "normalized"] = _f(
-        "code",
-        "Orthogonality penalty: 'code' = sum|A_past A_new^T| on peft lora_A (official code); "
-        "'paper' = sum_i ||B_i^T B_new||_F^2 on peft lora_B (the paper's output-side A); "
-        "'normalized' (olora's option, not the paper's) = the mean share of each new lora_A row's squared "
-        "norm that lies in the past rows' span, in [0, 1] for any model size, rank and task count.",
-    )
-    init: Literal["random", "complement"] = _f(
-        "random",
-        "Initial lora_A of a new task: 'random' (peft's, as the official code) or 'complement' (olora's "
-        "option: each row projected onto the orthogonal complement of the past lora_A rows, norm kept, "
-        "so the code penalty starts at zero).",
-    )
-    lambda_orth: float = _f(0.5, "Weight λ1 of the orthogonality penalty.")
-    lambda_l2: float = _f(0.0, "Weight λ2 of ||A_new||_F + ||B_new||_F.")
-    fold_past: Literal["merge", "stack", "none"] = _f(
-        "merge",
-        "How the frozen past adapters run while a new task trains and is evaluated: 'merge' adds "
-        "Σ s_i B_i A_i into the base weights (no extra cost: O-LoRA then costs what plain LoRA costs), "
-        "'stack' runs them as one stacked LoRA, 'none' as t separate LoRAs. Same outputs up to float rounding. "
-        "'merge' needs float32 base weights: with bf16/fp16 weights the run stacks instead (and says so), "
-        "since adding small updates into low-precision weights loses a large part of them.",
-    )
-    past_dropout: Literal["off", "shared"] = _f(
-        "off",
-        "Dropout on the past adapters' input while a task trains: 'off' (they see the clean input, as merged "
-        "weights do) or 'shared' (the official code: one dropout mask shared by the past and the new adapter "
-        "of a layer; needs fold_past=stack or none). Evaluation never uses dropout.",
-    )
-    task_lambdas: dict[str, list[float]] = _f(
-        {}, "Per-task [lambda_orth, lambda_l2] overrides, e.g. {dbpedia: [5, 0]} (benchmark=long order=6 sets them)."
-    )
+# ----------------------------------------------------------------------------- method option sections
+#
+# A method's options live in the method's own module (olora.methods.*), as a dataclass registered here
+# under its section name (``register_options("inflora")``); ``inflora.threshold=0.97`` then sets it. The
+# registry lives in this foundation module so that parsing needs no import of the methods; importing
+# ``olora.methods`` (done by the runner, the CLI and the API) fills it.
+
+OPTION_SECTIONS: dict[str, type] = {}
 
 
-@dataclass
-class BaselineConfig:
-    replay_per_task: int = _f(
-        50,
-        "replay: examples kept per past task in a bounded memory (a seeded sample taken when the task "
-        "ends), all mixed into every later task's training data. The paper does not give its size.",
-    )
-    ewc_lambda: float = _f(1000.0, "ewc: weight of ½·Σ F·(θ − θ*)².")
-    ewc_examples: int = _f(
-        64, "ewc: training examples whose per-example squared gradients estimate each task's diagonal Fisher."
-    )
-    lwf_lambda: float = _f(1.0, "lwf: weight of the distillation term.")
-    lwf_temperature: float = _f(2.0, "lwf: softmax temperature of the distillation term.")
-    nlora_lambda: float = _f(
-        0.0001,
-        "nlora: weight of Σ_layers ‖s·B_t A_t‖_1, the l1 norm of the current task's update (N-LoRA, Yang et "
-        "al. 2025). Chosen on the validation split of the CPU proxy (docs/RESULTS.md), not the paper's value.",
-    )
+def register_options(section: str) -> Any:
+    """Class decorator: the dataclass holds the options of config section ``section``."""
+
+    def add(cls: type) -> type:
+        if section in OPTION_SECTIONS and OPTION_SECTIONS[section] is not cls:
+            raise ValueError(f"config section {section!r} is registered twice")
+        OPTION_SECTIONS[section] = cls
+        return cls
+
+    return add
+
+
+def default_options() -> dict[str, Any]:
+    """Every registered section with its defaults."""
+    return {name: cls() for name, cls in OPTION_SECTIONS.items()}
+
+
+def check(errors: list[str], ok: bool, key: str, value: Any, rule: str) -> None:
+    """Append ``key=value is invalid: rule`` to ``errors`` unless ``ok`` (options' ``problems``)."""
+    if not ok:
+        errors.append(f"{key}={value!r} is invalid: {rule}")
 
 
 @dataclass
@@ -209,6 +186,17 @@ class LogConfig:
 RENAMED_METHODS = {
     n: f"{n}_lora (what olora < 0.2 ran) or {n}_ft (the paper's)" for n in ("replay", "ewc", "lwf", "mtl", "pertask")
 }
+# Keys of olora < 0.3, when the methods' options lived in shared sections: now each in its method's section.
+RENAMED_KEYS = {
+    "olora.fold_past": "past.fold",
+    "olora.past_dropout": "past.dropout",
+    "baselines.replay_per_task": "replay.per_task",
+    "baselines.ewc_lambda": "ewc.weight",
+    "baselines.ewc_examples": "ewc.examples",
+    "baselines.lwf_lambda": "lwf.weight",
+    "baselines.lwf_temperature": "lwf.temperature",
+    "baselines.nlora_lambda": "nlora.weight",
+}
 
 
 @dataclass
@@ -216,10 +204,8 @@ class RunConfig:
     model: str = _f("smollm2", "'smollm2' (embedded default), a local checkpoint folder, or a Hugging Face hub id.")
     method: str = _f(
         "olora",
-        "olora = new adapter per task + orthogonality; inclora = same without the penalty; "
-        "seqlora = one adapter trained on every task in turn; seqft = full fine-tuning in turn; "
-        "replay_ft/ewc_ft/lwf_ft/mtl_ft/pertask_ft = the paper's baselines (full fine-tuning); "
-        "replay_lora/ewc_lora/lwf_lora/mtl_lora/pertask_lora = the same on one LoRA adapter (see olora.core.methods).",
+        "The continual-learning method: olora (new adapter per task + orthogonality) or any other registered "
+        "method; `olora methods` lists them all with what each does and the option sections it reads.",
     )
     tasks: list[str | TaskSpec] = _f(
         ["sentiment", "newsdesk", "helpline"],
@@ -235,12 +221,21 @@ class RunConfig:
     )
     output_dir: str = _f("runs/latest", "Where the run writes config, adapters, predictions, results.")
     lora: LoRAConfig = field(default_factory=LoRAConfig)
-    olora: OLoRAConfig = field(default_factory=OLoRAConfig)
-    baselines: BaselineConfig = field(default_factory=BaselineConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    options: dict[str, Any] = field(
+        default_factory=default_options,
+        metadata={"help": "The methods' own sections (olora, past, replay, inflora, …), by section name."},
+    )
+
+    def __getattr__(self, name: str) -> Any:
+        """A method's option section as an attribute: ``cfg.inflora.threshold``."""
+        options = self.__dict__.get("options", {})
+        if name in options:
+            return options[name]
+        raise AttributeError(f"RunConfig has no field or option section {name!r}")
 
     def epochs_for(self, task: str) -> int:
         return self.train.task_epochs.get(task, self.train.epochs)
@@ -249,45 +244,22 @@ class RunConfig:
         """The learning rate of the ``index``-th task (0-based)."""
         return self.train.first_task_lr if index == 0 and self.train.first_task_lr is not None else self.train.lr
 
-    def lambdas_for(self, task: str) -> tuple[float, float]:
-        """(λ1, λ2) for ``task``: the per-task override if any, else the global values."""
-        if task in self.olora.task_lambdas:
-            lam_orth, lam_l2 = self.olora.task_lambdas[task]
-            return float(lam_orth), float(lam_l2)
-        return self.olora.lambda_orth, self.olora.lambda_l2
-
 
 # ----------------------------------------------------------------------------- validation
 
 
 def _validate(cfg: RunConfig) -> list[str]:
-    errors = []
+    errors: list[str] = []
 
     def need(ok: bool, key: str, value: Any, rule: str) -> None:
-        if not ok:
-            errors.append(f"{key}={value!r} is invalid: {rule}")
+        check(errors, ok, key, value, rule)
+
+    for section, options in cfg.options.items():
+        errors += options.problems(f"{section}.")
 
     need(cfg.lora.r > 0, "lora.r", cfg.lora.r, "must be a positive integer")
     need(cfg.lora.alpha > 0, "lora.alpha", cfg.lora.alpha, "must be positive")
     need(0 <= cfg.lora.dropout < 1, "lora.dropout", cfg.lora.dropout, "must be in [0, 1)")
-    need(cfg.olora.lambda_orth >= 0, "olora.lambda_orth", cfg.olora.lambda_orth, "must be >= 0")
-    need(cfg.olora.lambda_l2 >= 0, "olora.lambda_l2", cfg.olora.lambda_l2, "must be >= 0")
-    for task, lams in cfg.olora.task_lambdas.items():
-        ok = len(lams) == 2 and all(isinstance(x, (int, float)) and x >= 0 for x in lams)
-        need(ok, f"olora.task_lambdas.{task}", lams, "must be [lambda_orth, lambda_l2], both >= 0")
-    need(
-        cfg.olora.past_dropout == "off" or cfg.olora.fold_past != "merge",
-        "olora.past_dropout",
-        cfg.olora.past_dropout,
-        "'shared' needs the past adapters in the forward pass: set olora.fold_past=stack",
-    )
-    b = cfg.baselines
-    need(b.replay_per_task >= 0, "baselines.replay_per_task", b.replay_per_task, "must be >= 0")
-    need(b.ewc_lambda >= 0, "baselines.ewc_lambda", b.ewc_lambda, "must be >= 0")
-    need(b.ewc_examples > 0, "baselines.ewc_examples", b.ewc_examples, "must be >= 1")
-    need(b.lwf_lambda >= 0, "baselines.lwf_lambda", b.lwf_lambda, "must be >= 0")
-    need(b.lwf_temperature > 0, "baselines.lwf_temperature", b.lwf_temperature, "must be > 0")
-    need(b.nlora_lambda >= 0, "baselines.nlora_lambda", b.nlora_lambda, "must be >= 0")
     for key in ("train_per_class", "test_per_class"):
         value = getattr(cfg.data, key)
         need(value is None or value > 0, f"data.{key}", value, "must be a positive integer or null")
@@ -425,14 +397,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp} for {key}")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) -> Any:
+def _build(cls: type, data: dict[str, Any], prefix: str, errors: list[str], also_valid: tuple[str, ...] = ()) -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls) if f.name != "options"]  # sections are parsed by the caller
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in names:
-            valid = [f"{prefix}{n}" for n in names]
+            valid = [f"{prefix}{n}" for n in [*names, *also_valid]]
             close = difflib.get_close_matches(full, valid, n=1, cutoff=0.5)
             hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(valid)}"
             errors.append(f"unknown config key {full!r}: {hint}")
@@ -498,8 +470,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise OloraError(f"method={tree['method']!r} is ambiguous now: use {RENAMED_METHODS[tree['method']]}")
     if "benchmark" in tree or "order" in tree:
         tree = _with_benchmark(tree)
-    errors: list[str] = []
-    cfg = _build(RunConfig, tree, "", errors)
+    errors = _renamed_keys(tree)
+    sections = {name: tree.pop(name) for name in list(tree) if name in OPTION_SECTIONS}
+    cfg = _build(RunConfig, tree, "", errors, also_valid=tuple(OPTION_SECTIONS))
+    for name, value in sections.items():
+        if not isinstance(value, dict):
+            errors.append(f"{name}={value!r} is invalid: must be a section (mapping)")
+        else:
+            cfg.options[name] = _build(OPTION_SECTIONS[name], value, f"{name}.", errors)
     if not errors:
         _resolve_task_files(cfg, Path(path).parent if path is not None else Path.cwd())
     if not errors:
@@ -507,6 +485,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if errors:
         raise OloraError("; ".join(errors))
     return cfg
+
+
+def _renamed_keys(tree: dict[str, Any]) -> list[str]:
+    """One error per key of an older olora that moved to its method's own section."""
+    errors = []
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(tree.get(section), dict) and key in tree[section]:
+            errors.append(f"{old} is now {new} (each method's options are in its own section): write {new}=…")
+            del tree[section][key]
+    if tree.get("baselines") == {}:
+        del tree["baselines"]
+    return errors
 
 
 def _resolve_task_files(cfg: RunConfig, base: Path) -> None:
@@ -534,7 +525,10 @@ def _with_benchmark(tree: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The config as plain data, each option section at the top level (as it is written in YAML)."""
+    tree = dataclasses.asdict(cfg)
+    options = tree.pop("options")
+    return {**tree, **{name: options[name] for name in sorted(options)}}
 
 
 def packaged_config(name: str) -> Path:

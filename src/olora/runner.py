@@ -1,5 +1,5 @@
 """Run a task sequence: for each stage the method sets up its adapter, trains, and every task seen so
-far is evaluated. The method (olora.core.methods) decides what trains and what is penalised; the run
+far is evaluated. The method (olora.methods) decides what trains and what is penalised; the run
 folder (olora.store.rundir) decides where everything is written.
 
 Re-running the same config on the same output folder resumes: complete stages are reloaded, an
@@ -13,7 +13,7 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 from accelerate import Accelerator
@@ -21,17 +21,18 @@ from safetensors.torch import load_file, save_file
 
 from olora import __version__
 from olora.config import RunConfig, config_to_dict
+from olora.core.context import RunContext
 from olora.core.evaluate import answer_budget, evaluate_task
-from olora.core.methods import Context, Method, Stage, get_method
 from olora.core.metrics import forward_transfer, summarize
 from olora.core.models import is_seq2seq, load_model
-from olora.core.resources import Choice, bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
+from olora.core.resources import bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
 from olora.core.train import autocast, train_task
-from olora.data.encoding import Encoded, PromptEncoder
+from olora.data.encoding import PromptEncoder
 from olora.data.load import load_tasks
 from olora.data.tasks import Task
 from olora.errors import OloraError
 from olora.faults import crash_point, stall_point
+from olora.methods import Method, Stage, get_method
 from olora.presets import config_deviations, get_benchmark, model_deviation
 from olora.seeding import derive_seed
 from olora.store.artifacts import load_adapter_weights, load_safetensors_dir, save_adapter
@@ -42,140 +43,125 @@ from olora.store.rundir import RunFolder, StageFolder
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Run:
-    """A run in progress: the method, its context, and what the runner needs besides."""
-
-    cfg: RunConfig
-    method: Method
-    ctx: Context
-    folder: RunFolder
-    tokenizer: object
-    test_sets: dict[str, list[Encoded]]
-    accelerator: Accelerator
-    train_cfg: object  # cfg.train with the 'auto' settings resolved
-    resources: dict = field(default_factory=dict)  # what was chosen for the machine, and why
-    deviations: list[str] = field(default_factory=list)  # departures from the benchmark's protocol
-
-    @property
-    def main(self) -> bool:
-        return self.accelerator.is_main_process
-
-
 def run(cfg: RunConfig, force: bool = False) -> dict:
     """Train and evaluate ``cfg.tasks`` in order with ``cfg.method``; return the results dict."""
     started = time.perf_counter()
-    r = setup(cfg, force)
-    stages = r.method.stages(r.ctx.tasks)
-    base = base_scores(r) if uses_forward_transfer(r) else None
+    ctx, method, folder = setup(cfg, force)
+    base = base_scores(ctx, method, folder) if uses_forward_transfer(ctx, method) else None
     rows, timings, before = [], [], [None]  # before[j]: task j's score after task j-1, before training j
-    progress = {"status": "running", "tasks": [t.name for t in r.ctx.tasks], "matrix": rows}
+    progress = {"status": "running", "tasks": [t.name for t in ctx.tasks], "matrix": rows}
     stale = False  # an earlier stage was (re)trained, so later saved stages are out of date
     try:
-        for stage in stages:
-            folder = r.folder.stage(stage.index, stage.label)
+        for stage in method.stages(ctx.tasks):
+            stage_folder = folder.stage(stage.index, stage.label)
             if stale:
-                folder.invalidate()
-            r.method.enter_stage(r.ctx, stage)
-            record = reload_stage(r, stage, folder)
+                stage_folder.invalidate()
+            method.enter_stage(ctx, stage)
+            record = reload_stage(ctx, method, stage, stage_folder)
             if record is None:
-                record = train_and_evaluate(r, stage, folder, rows)
+                record = train_and_evaluate(ctx, method, stage, stage_folder, rows)
                 stale = True
             rows.append(record["row"])
             timings.append(record["timings"])
             before.append(record.get("next_task_before_training"))
-            if r.main:
-                r.folder.write_progress(progress)
+            if ctx.main:
+                folder.write_progress(progress)
     except BaseException as exc:
-        if r.main and r.folder.root.is_dir():
-            r.folder.write_progress({**progress, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        if ctx.main and folder.root.is_dir():
+            folder.write_progress({**progress, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         raise
     finally:
-        r.accelerator.end_training()  # closes the trackers
-    results = summarize_run(r, r.method.matrix(rows, len(r.ctx.tasks)), timings, before, base, started)
-    if r.main:
-        r.folder.write_progress({**progress, "status": "complete"})
-        r.folder.write_results(results)
+        ctx.accelerator.end_training()  # closes the trackers
+    matrix = method.matrix(rows, len(ctx.tasks))
+    results = summarize_run(ctx, method, folder, matrix, timings, before, base, started)
+    if ctx.main:
+        folder.write_progress({**progress, "status": "complete"})
+        folder.write_results(results)
     return results
 
 
-def train_and_evaluate(r: Run, stage: Stage, folder: StageFolder, rows: list[list[float]]) -> dict:
+def train_and_evaluate(
+    ctx: RunContext, method: Method, stage: Stage, folder: StageFolder, rows: list[list[float]]
+) -> dict:
     """One stage: train what the method trains, evaluate every task seen so far, save."""
-    method, ctx = r.method, r.ctx
-    method.begin_training(ctx, stage)
-    weight_terms, batch_terms = method.penalties(ctx, stage)
+    cfg = ctx.cfg
+    hooks = method.begin_training(ctx, stage)
     data = method.training_data(ctx, stage)
     folder.path.mkdir(parents=True, exist_ok=True)
-    epochs = r.cfg.epochs_for(stage.label)
+    stage_cfg = replace(ctx.train_cfg, epochs=cfg.epochs_for(stage.label), lr=cfg.lr_for(stage.index))
     training = train_task(
         ctx.model,
         data,
-        replace(r.train_cfg, epochs=epochs, lr=r.cfg.lr_for(stage.index)),
+        stage_cfg,
+        hooks=hooks,
         seq2seq=ctx.seq2seq,
-        pad_id=r.tokenizer.pad_token_id,
-        seed=derive_seed(r.cfg.seed, "train", stage.index),
-        accelerator=r.accelerator,
-        penalties=weight_terms,
-        batch_penalties=batch_terms,
+        pad_id=ctx.pad_id,
+        seed=derive_seed(cfg.seed, "train", stage.index),
+        accelerator=ctx.accelerator,
         log_path=folder.train_log,
         checkpoints=StepCheckpoints(folder.checkpoint),
-        on_log=lambda row: track(r, f"train/{stage.label}/", row, row["step"]),
-        desc=f"task {stage.index + 1}/{len(ctx.tasks)} {stage.label} [{r.cfg.method}]",
-        grad_groups=method.parameter_groups(ctx, stage) if r.cfg.log.grad_norms else None,
+        on_log=lambda row: track(ctx, f"train/{stage.label}/", row, row["step"]),
+        desc=f"task {stage.index + 1}/{len(ctx.tasks)} {stage.label} [{cfg.method}]",
+        grad_norms=cfg.log.grad_norms,
     )
     method.end_training(ctx, stage)
     eval_start = time.perf_counter()
-    row, predictions = evaluate_seen(r, stage, rows)
+    row, predictions = evaluate_seen(ctx, method, stage, rows)
     next_score = None
-    if uses_forward_transfer(r) and stage.index + 1 < len(ctx.tasks):  # the next task, before training it
-        next_score = round(score(r, ctx.tasks[stage.index + 1]).accuracy, 4)
+    if uses_forward_transfer(ctx, method) and stage.index + 1 < len(ctx.tasks):  # the next task, before training it
+        next_score = round(score(ctx, ctx.tasks[stage.index + 1]).accuracy, 4)
     scores = dict(zip([t.name for t in stage.eval_tasks], row, strict=True))
-    track(r, "accuracy/", {**scores, "mean_seen": sum(row) / len(row)}, stage.index)
+    track(ctx, "accuracy/", {**scores, "mean_seen": sum(row) / len(row)}, stage.index)
     log.info("after %s: %s", stage.label, ", ".join(f"{name} {a:.1f}" for name, a in scores.items()))
     record = {
         "name": stage.label,
         "index": stage.index,
-        "adapter_name": method.adapter(stage),
+        "adapter_name": method.adapter(stage) if method.trains == "adapter" else None,
         "row": row,
         "timings": {
             "train_s": round(training.wall_s, 3),
             "eval_s": round(time.perf_counter() - eval_start, 3),
             "steps": training.steps,
-            "epochs": epochs,
-            "lr": r.cfg.lr_for(stage.index),
+            "epochs": stage_cfg.epochs,
+            "lr": stage_cfg.lr,
             "n_train": len(data),
             "peak_rss_mb": peak_rss_mb(),  # of the whole process so far (a bench grid runs many)
         },
         "tasks": [t.to_dict() for t in stage.train_tasks],
-        "penalty_weights": {name: weight for name, (weight, _) in {**weight_terms, **batch_terms}.items()},
-        "deviations": r.deviations,
+        "penalty_weights": {name: weight for name, (weight, _) in {**hooks.weight_terms, **hooks.batch_terms}.items()},
+        "deviations": ctx.deviations,
         "next_task_before_training": next_score,
         "final_loss": training.last_loss,
         "n_test": sum(len(t.test) for t in stage.eval_tasks),
         "n_truncated": sum(
-            e.truncated for t in stage.train_tasks for e in ctx.train_sets[t.name] + r.test_sets[t.name]
+            e.truncated for t in stage.train_tasks for e in ctx.train_sets[t.name] + ctx.test_sets[t.name]
         ),
     }
-    if r.main:
-        save_stage(r, stage, folder, record, predictions)
-    r.accelerator.wait_for_everyone()
+    report = method.stage_report(ctx, stage)
+    if report:
+        record["method"] = report
+    if ctx.main:
+        save_stage(ctx, method, stage, folder, record, predictions)
+    ctx.accelerator.wait_for_everyone()
     return record
 
 
-def track(r: Run, prefix: str, values: dict, step: int) -> None:
+def track(ctx: RunContext, prefix: str, values: dict, step: int) -> None:
     """Send numbers to the configured trackers (accelerate's: TensorBoard, wandb, MLflow, …)."""
-    r.accelerator.log({prefix + k: v for k, v in values.items() if k != "step"}, step=step)
+    ctx.accelerator.log({prefix + k: v for k, v in values.items() if k != "step"}, step=step)
 
 
-def evaluate_seen(r: Run, stage: Stage, rows: list[list[float]]) -> tuple[list[float], list[dict]]:
+def evaluate_seen(
+    ctx: RunContext, method: Method, stage: Stage, rows: list[list[float]]
+) -> tuple[list[float], list[dict]]:
     """Accuracy on every task seen so far (the matrix row) and every prediction."""
     row, predictions = [], []
     for j, task in enumerate(stage.eval_tasks):
-        if not r.method.prepare_eval(r.ctx, stage, j):
+        if not method.prepare_eval(ctx, stage, j):
             row.append(rows[j][j])  # what answers task j has not changed since task j
             continue
         crash_point("eval_task")
-        result = score(r, task)
+        result = score(ctx, task)
         row.append(round(result.accuracy, 4))
         predictions += [
             {"task": task.name, "input": ex.text, "gold": ex.label, "prediction": pred}
@@ -184,37 +170,37 @@ def evaluate_seen(r: Run, stage: Stage, rows: list[list[float]]) -> tuple[list[f
     return row, predictions
 
 
-def score(r: Run, task: Task):
+def score(ctx: RunContext, task: Task):
     """Evaluate ``task``'s test split with the model as it is now set up."""
-    with autocast(r.accelerator.device, r.train_cfg.mixed_precision):
+    with autocast(ctx.device, ctx.train_cfg.mixed_precision):
         return evaluate_task(
-            r.ctx.model,
-            r.tokenizer,
-            r.test_sets[task.name],
+            ctx.model,
+            ctx.tokenizer,
+            ctx.test_sets[task.name],
             [e.label for e in task.test],
-            seq2seq=r.ctx.seq2seq,
-            batch_size=r.cfg.eval.batch_size,
-            max_new_tokens=answer_budget(r.tokenizer, task, r.cfg.eval.max_new_tokens),
+            seq2seq=ctx.seq2seq,
+            batch_size=ctx.cfg.eval.batch_size,
+            max_new_tokens=answer_budget(ctx.tokenizer, task, ctx.cfg.eval.max_new_tokens),
             metric=task.metric,
-            device=r.accelerator.device,
+            device=ctx.device,
         )
 
 
-def uses_forward_transfer(r: Run) -> bool:
-    return r.cfg.eval.forward_transfer and r.method.forward_transfer
+def uses_forward_transfer(ctx: RunContext, method: Method) -> bool:
+    return ctx.cfg.eval.forward_transfer and method.forward_transfer
 
 
-def base_scores(r: Run) -> list[float]:
+def base_scores(ctx: RunContext, method: Method, folder: RunFolder) -> list[float]:
     """The untrained model's accuracy on every task (FWT's reference b_j), saved for resume."""
-    path = r.folder.base_scores
-    names = [t.name for t in r.ctx.tasks]
+    path = folder.base_scores
+    names = [t.name for t in ctx.tasks]
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("tasks") == names:
             return saved["scores"]
-    r.ctx.model.eval()
-    scores = [round(score(r, task).accuracy, 4) for task in r.ctx.tasks]
-    if r.main:
+    ctx.model.eval()
+    scores = [round(score(ctx, task).accuracy, 4) for task in ctx.tasks]
+    if ctx.main:
         atomic_write_json(path, {"tasks": names, "scores": scores})
     return scores
 
@@ -222,17 +208,18 @@ def base_scores(r: Run) -> list[float]:
 # ----------------------------------------------------------------------------- saving and reloading
 
 
-def save_stage(r: Run, stage: Stage, folder: StageFolder, record: dict, predictions: list[dict]) -> None:
+def save_stage(
+    ctx: RunContext, method: Method, stage: Stage, folder: StageFolder, record: dict, predictions: list[dict]
+) -> None:
     """What the stage trained (its adapter, or the whole model), the method's state, then the record."""
-    name = r.method.adapter(stage)
     try:
-        if name is not None:
-            save_adapter(r.ctx.model, name, folder.adapter)
+        if method.trains == "adapter":
+            save_adapter(ctx.model, method.adapter(stage), folder.adapter)
         else:
             shutil.rmtree(folder.model, ignore_errors=True)
-            r.ctx.model.save_pretrained(folder.model)
+            ctx.model.save_pretrained(folder.model)
         crash_point("save_task")
-        state = r.method.state_dict()
+        state = method.state_dict()
         if state:
             save_file({k: v.contiguous() for k, v in state.items()}, str(folder.state))
         folder.finish(record, predictions)
@@ -243,28 +230,27 @@ def save_stage(r: Run, stage: Stage, folder: StageFolder, record: dict, predicti
         ) from None
 
 
-def reload_stage(r: Run, stage: Stage, folder: StageFolder) -> dict | None:
+def reload_stage(ctx: RunContext, method: Method, stage: Stage, folder: StageFolder) -> dict | None:
     """The stage's record, with its weights and the method's state loaded, if it is complete."""
     record = folder.completed()
     if record is None:
         return None
     log.info("task %d (%s) already complete in %s: reusing it", stage.index, stage.label, folder.path)
-    name = r.method.adapter(stage)
-    if name is not None:
-        load_adapter_weights(r.ctx.model, name, folder.adapter)
+    if method.trains == "adapter":
+        load_adapter_weights(ctx.model, method.adapter(stage), folder.adapter)
     else:
-        r.ctx.model.load_state_dict(load_safetensors_dir(folder.model), strict=False)
+        ctx.model.load_state_dict(load_safetensors_dir(folder.model), strict=False)
     if folder.state.is_file():
-        r.method.load_state_dict(load_file(str(folder.state)))
+        method.load_state_dict(load_file(str(folder.state)))
     return record
 
 
 # ----------------------------------------------------------------------------- setup and results
 
 
-def setup(cfg: RunConfig, force: bool) -> Run:
+def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     """Method, data, model, the machine's choices and the run folder; bad input fails before any writing."""
-    method = get_method(cfg.method)
+    method = get_method(cfg.method, cfg.options)
     tasks = load_tasks(cfg.tasks, cfg.data, cfg.seed)
     trackers = ["tensorboard"] if cfg.log.tensorboard else []
     folder = RunFolder(cfg.output_dir)
@@ -273,61 +259,54 @@ def setup(cfg: RunConfig, force: bool) -> Run:
     accelerator = Accelerator(log_with=trackers, project_dir=str(folder.root)) if trackers else Accelerator()
     device = accelerator.device
     kernel_cache = bound_kernel_caches(device)  # before the first matmul of the process
-    dtype = choose_dtype(cfg.dtype, device)
+    dtype = replace(choose_dtype(cfg.dtype, device), config_key="dtype")
     model, tokenizer = load_model(cfg.model, dtype.value)
     seq2seq = is_seq2seq(model)
-    precision = choose_precision(cfg.train.mixed_precision, device)
+    precision = replace(choose_precision(cfg.train.mixed_precision, device), config_key="train.mixed_precision")
     cap = choose_token_cap(cfg.train.max_batch_tokens, model.config, device)
-    fold = Choice(cfg.olora.fold_past, "set in the config")
-    if fold.value == "merge" and dtype.value != "float32":
-        fold = Choice("stack", f"olora.fold_past=merge would round the past adapters into {dtype.value} weights")
-    choices = {
-        "dtype": dtype,
-        "mixed_precision": precision,
-        "max_batch_tokens": cap,
-        "fold_past": fold,
-        "kernel_cache": kernel_cache,
-    }
-    for key, choice in choices.items():
+    model.requires_grad_(False)
+    model.to(device)
+    encoder = PromptEncoder(
+        tokenizer, seq2seq, cfg.data.max_source_length, cfg.data.add_task_name, cfg.data.add_dataset_name
+    )
+    ctx = RunContext(
+        cfg=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        accelerator=accelerator,
+        seq2seq=seq2seq,
+        tasks=tasks,
+        train_sets={t.name: encoder.encode(t, t.train) for t in tasks},
+        test_sets={t.name: encoder.encode(t, t.test) for t in tasks},
+        train_cfg=replace(cfg.train, mixed_precision=precision.value, max_batch_tokens=cap.value),
+        base_path=model.name_or_path,
+        choices={"dtype": dtype, "mixed_precision": precision, "max_batch_tokens": cap},
+    )
+    method.setup(ctx)  # a method may choose too (past.fold for the weights' dtype)
+    ctx.choices["kernel_cache"] = kernel_cache
+    for key, choice in ctx.choices.items():
         log.info("%s: %s (%s)", key, choice.value, choice.reason)
-    resolved = config_to_dict(cfg)
-    resolved.update(dtype=dtype.value, train={**resolved["train"], "mixed_precision": precision.value})
-    resolved["olora"] = {**resolved["olora"], "fold_past": fold.value}
+    ctx.deviations = protocol_deviations(cfg, resolved_config(ctx), tasks, model.config)
     if accelerator.is_main_process:
         stall_point("prepare_folder")
         folder.prepare(config_to_dict(cfg), force)
     accelerator.wait_for_everyone()  # no process may write into the folder before it is checked and made
     if trackers:
         accelerator.init_trackers("tensorboard")
-    model.requires_grad_(False)
-    model.to(device)
-    encoder = PromptEncoder(
-        tokenizer, seq2seq, cfg.data.max_source_length, cfg.data.add_task_name, cfg.data.add_dataset_name
-    )
-    ctx = Context(
-        cfg=cfg,
-        model=model,
-        seq2seq=seq2seq,
-        device=device,
-        tasks=tasks,
-        train_sets={t.name: encoder.encode(t, t.train) for t in tasks},
-        base_path=model.name_or_path,
-        fold_past=fold.value,
-        pad_id=tokenizer.pad_token_id,
-    )
-    method.setup(ctx)
-    return Run(
-        cfg=cfg,
-        method=method,
-        ctx=ctx,
-        folder=folder,
-        tokenizer=tokenizer,
-        test_sets={t.name: encoder.encode(t, t.test) for t in tasks},
-        accelerator=accelerator,
-        train_cfg=replace(cfg.train, mixed_precision=precision.value, max_batch_tokens=cap.value),
-        resources={"device": str(device), **{k: {"value": c.value, "reason": c.reason} for k, c in choices.items()}},
-        deviations=protocol_deviations(cfg, resolved, tasks, model.config),
-    )
+    return ctx, method, folder
+
+
+def resolved_config(ctx: RunContext) -> dict:
+    """The config as the run resolved it: each choice made for the machine written at its key."""
+    tree = config_to_dict(ctx.cfg)
+    for choice in ctx.choices.values():
+        if choice.config_key:
+            *parents, leaf = choice.config_key.split(".")
+            node = tree
+            for part in parents:
+                node = node[part]
+            node[leaf] = choice.value
+    return tree
 
 
 def _check_tensorboard() -> None:
@@ -349,16 +328,23 @@ def protocol_deviations(cfg: RunConfig, resolved: dict, tasks: list[Task], model
 
 
 def summarize_run(
-    r: Run, matrix: list[list[float]], timings: list[dict], before: list, base: list | None, started: float
+    ctx: RunContext,
+    method: Method,
+    folder: RunFolder,
+    matrix: list[list[float]],
+    timings: list[dict],
+    before: list,
+    base: list | None,
+    started: float,
 ) -> dict:
-    tasks = r.ctx.tasks
+    tasks, cfg = ctx.tasks, ctx.cfg
     results = {
         "status": "complete",
-        "method": r.cfg.method,
-        "model": r.cfg.model,
-        "model_path": r.ctx.base_path,
-        "architecture": "seq2seq" if r.ctx.seq2seq else "decoder-only",
-        "seed": r.cfg.seed,
+        "method": cfg.method,
+        "model": cfg.model,
+        "model_path": ctx.base_path,
+        "architecture": "seq2seq" if ctx.seq2seq else "decoder-only",
+        "seed": cfg.seed,
         "tasks": [t.name for t in tasks],
         "task_types": [t.task_type for t in tasks],
         "task_sources": [" ".join([t.source, *(f"({note})" for note in t.notes)]) for t in tasks],
@@ -367,22 +353,24 @@ def summarize_run(
         **summarize(matrix),
         "fwt": None,
         "protocol": (
-            {"benchmark": r.cfg.benchmark, "order": r.cfg.order, "deviations": r.deviations}
-            if r.cfg.benchmark
-            else None
+            {"benchmark": cfg.benchmark, "order": cfg.order, "deviations": ctx.deviations} if cfg.benchmark else None
         ),
-        "resources": {**r.resources, "peak_rss_mb": peak_rss_mb()},
+        "resources": {
+            "device": str(ctx.device),
+            **{k: {"value": c.value, "reason": c.reason} for k, c in ctx.choices.items()},
+            "peak_rss_mb": peak_rss_mb(),
+        },
         "timings": timings,
         "wall_s": round(time.perf_counter() - started, 3),
-        "device": str(r.accelerator.device),
-        "num_processes": r.accelerator.num_processes,
+        "device": str(ctx.device),
+        "num_processes": ctx.accelerator.num_processes,
         "versions": versions(),
-        "config": config_to_dict(r.cfg),
+        "config": config_to_dict(cfg),
     }
     if base is not None:
         before = before[: len(tasks)]
         results.update(fwt=forward_transfer(before, base), base_scores=base, before_training=before)
-    summed = r.method.summed_adapters(r.folder.stages()) if r.main else []
+    summed = method.summed_adapters(folder.stages()) if ctx.main else []
     if len(summed) > 1:
         from olora.core.subspace import subspace_report
 

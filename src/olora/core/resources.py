@@ -37,6 +37,7 @@ MIN_TOKENS = 256
 class Choice:
     value: object
     reason: str
+    config_key: str | None = None  # the setting it resolves (a dotted config key), if it resolves one
 
 
 def cpu_has_bf16() -> bool:

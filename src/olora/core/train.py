@@ -174,6 +174,28 @@ WeightPenalty = Callable[[], torch.Tensor]
 BatchPenalty = Callable[[dict, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@dataclass
+class TrainingHooks:
+    """What a method plugs into one stage's training loop (olora.methods builds it; ``train_task`` runs it).
+
+    What trains is what has ``requires_grad`` when training starts (the method sets it).
+    """
+
+    weight_terms: dict[str, tuple[float, WeightPenalty]] = field(default_factory=dict)
+    """λ·term() of the weights alone (O-LoRA's orthogonality, L2, EWC), added once per optimizer step."""
+    batch_terms: dict[str, tuple[float, BatchPenalty]] = field(default_factory=dict)
+    """λ·term(batch, answer logits, targets) on every micro-batch (LwF's distillation)."""
+    forward_hooks: list[tuple[torch.nn.Module, Callable]] = field(default_factory=list)
+    """(module, hook) forward hooks registered while the stage trains, removed after (activation statistics)."""
+    after_backward: list[Callable[[Accelerator], None]] = field(default_factory=list)
+    """Called after each optimizer step's last backward, before clipping: gradient transforms (MIGU's mask).
+    Gradients are already reduced over processes; the accelerator lets a hook reduce its own statistics."""
+    after_step: list[Callable[[], None]] = field(default_factory=list)
+    """Called after each optimizer step (a projection of the updated weights)."""
+    groups: dict[str, list[torch.nn.Parameter]] = field(default_factory=dict)
+    """What trains, in named groups: ``log.grad_norms`` reports each term's gradient per group."""
+
+
 def _chunk_loss(
     model: torch.nn.Module,
     rows: list[Encoded],
@@ -242,31 +264,30 @@ def train_task(
     pad_id: int,
     seed: int,
     accelerator: Accelerator,
-    penalties: dict[str, tuple[float, WeightPenalty]] | None = None,
-    batch_penalties: dict[str, tuple[float, BatchPenalty]] | None = None,
+    hooks: TrainingHooks | None = None,
     log_path: Path | None = None,
     checkpoints: Checkpoints | None = None,
     on_log: Callable[[dict], None] | None = None,
     desc: str = "train",
-    grad_groups: dict[str, list[torch.nn.Parameter]] | None = None,
+    grad_norms: bool = False,
 ) -> TaskTraining:
     """Train the model's trainable parameters (the current task's adapter) on ``examples``.
 
-    Loss per optimizer step = mean answer NLL + Σ λ·penalty. ``penalties`` depend on the weights
-    only (O-LoRA's orthogonality, L2, EWC) and are added once per step; ``batch_penalties`` see each
-    micro-batch with the student's answer logits (LwF). With ``grad_groups``, each logged row also gets
-    the gradient norm of every term per group (``grad/<group>/<term>``). With ``checkpoints``, a checkpoint is
-    written every ``cfg.checkpoint_every`` steps and at the end, and an existing one is resumed
-    from: the result is bit-identical to an uninterrupted run.
+    Loss per optimizer step = mean answer NLL + Σ λ·term over the ``hooks``' weight terms (added once
+    per step) and batch terms (on each micro-batch). With ``grad_norms``, each logged row also gets the
+    gradient norm of every term per group of ``hooks.groups`` (``grad/<group>/<term>``). With
+    ``checkpoints``, a checkpoint is written every ``cfg.checkpoint_every`` steps and at the end, and an
+    existing one is resumed from: the result is bit-identical to an uninterrupted run.
     """
+    hooks = hooks or TrainingHooks()
     if cfg.batch_size % accelerator.num_processes:
         raise OloraError(
             f"train.batch_size={cfg.batch_size} must be a multiple of the {accelerator.num_processes} processes: "
             "every process needs its share of each micro-batch"
         )
     cfg = resolve_train_config(cfg, model.config, accelerator.device)
-    penalties = {k: v for k, v in (penalties or {}).items() if v[0] > 0}
-    batch_penalties = {k: v for k, v in (batch_penalties or {}).items() if v[0] > 0}
+    penalties = {k: v for k, v in hooks.weight_terms.items() if v[0] > 0}
+    batch_penalties = {k: v for k, v in hooks.batch_terms.items() if v[0] > 0}
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -286,6 +307,7 @@ def train_task(
         _trim_log(log_path, start_step) if start_step else log_path.unlink(missing_ok=True)
     log_file = open(log_path, "a", encoding="utf-8") if log_path and main else None
     bar = tqdm(total=len(windows), initial=start_step, desc=desc, disable=not main, dynamic_ncols=True)
+    handles = [module.register_forward_hook(fn) for module, fn in hooks.forward_hooks]
     start = time.perf_counter()
     wrapped.train()
     try:
@@ -311,11 +333,15 @@ def train_task(
                     _check_finite(loss, desc, step, result.steps)
                     accelerator.backward(loss)
             logging = step % cfg.log_every == 0 or step == len(windows)
-            shares = gradient_terms(grad_groups, penalties) if grad_groups and logging else {}
+            for transform in hooks.after_backward:
+                transform(accelerator)
+            shares = gradient_terms(hooks.groups, penalties) if grad_norms and hooks.groups and logging else {}
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            for after in hooks.after_step:
+                after()
             result.steps = step
             bar.update(1)
             if logging:
@@ -338,6 +364,8 @@ def train_task(
             if checkpoints and main and ((every and step % every == 0) or step == len(windows)):
                 checkpoints.save(model, optimizer, step)
     finally:
+        for handle in handles:
+            handle.remove()
         bar.close()
         if log_file:
             log_file.close()

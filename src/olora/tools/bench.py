@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from olora.config import config_to_dict, load_config
-from olora.core.methods import get_method
 from olora.errors import OloraError
+from olora.methods import method_class
 from olora.runner import run
 from olora.store.rundir import RunFolder
 
@@ -45,7 +45,7 @@ def split_overrides(overrides: list[str], methods: list[str]) -> tuple[list[str]
         if not colon or "=" in head:
             common.append(item)
             continue
-        get_method(head)  # an unknown method name is an error naming it
+        method_class(head)  # an unknown method name is an error naming it
         if head not in own:
             raise OloraError(f"bench: override {item!r} is for {head!r}, which is not in --methods: add it or drop it")
         own[head].append(rest)
@@ -84,7 +84,7 @@ def run_grid(
                     f"output_dir={folder}",
                 ]
                 cfg = load_config(config, cell)
-                get_method(method)
+                method_class(method)
                 cells.append((folder, cfg))
                 changes = RunFolder(folder).config_changes(config_to_dict(cfg))
                 if changes:

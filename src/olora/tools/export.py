@@ -21,8 +21,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from olora.core.methods import get_method
 from olora.errors import OloraError
+from olora.methods import get_method, method_class
 from olora.store.artifacts import ADAPTER_WEIGHTS, load_safetensors_dir
 from olora.store.io import atomic_write_json, replace_dir
 from olora.store.rundir import RunFolder, StageFolder
@@ -76,8 +76,7 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
     if fmt not in ("adapter", "merged"):
         raise OloraError(f"--format {fmt!r} is unknown: use adapter or merged")
     stages = answering_stages(run, results)  # raises for methods that pick a model by task id
-    full_model = get_method(results["method"]).full_model
-    if fmt == "adapter" and full_model:
+    if fmt == "adapter" and method_class(results["method"]).trains == "model":
         raise OloraError(f"{results['method']} trains the whole model, so it has no adapter: use --format merged")
     if out.exists() and not out.is_dir():
         raise OloraError(f"export target {str(out)!r} is a file: choose a folder path")
@@ -174,7 +173,7 @@ def answering_model(run: RunFolder, results: dict, task: int | None = None):
 
     base, tokenizer = load_model(results["config"]["model"], run_dtype(results))
     stages = answering_stages(run, results, task)
-    if get_method(results["method"]).full_model:
+    if method_class(results["method"]).trains == "model":
         base.load_state_dict(load_safetensors_dir(stages[-1].model), strict=False)
         return base, tokenizer
     state, config = concat_adapter_files([stage.adapter for stage in stages])

@@ -1,0 +1,48 @@
+"""The one object a run works on: what the run loop and every method hook receive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+
+from olora.config import RunConfig, TrainConfig
+from olora.core.resources import Choice
+from olora.data.encoding import Encoded
+from olora.data.tasks import Task
+
+
+@dataclass
+class RunContext:
+    """A run in progress. ``model`` becomes a PeftModel when a method adds the first adapter, and a method
+    may replace it (OSF wraps and unwraps it), so hooks always read ``ctx.model``.
+
+    ``choices`` records every setting chosen for the machine or by a method (with its reason), for
+    results.json's ``resources``; ``deviations`` lists how the run departs from its benchmark's protocol.
+    """
+
+    cfg: RunConfig
+    model: torch.nn.Module
+    tokenizer: object
+    accelerator: Accelerator
+    seq2seq: bool
+    tasks: list[Task]
+    train_sets: dict[str, list[Encoded]]
+    test_sets: dict[str, list[Encoded]]
+    train_cfg: TrainConfig  # cfg.train with the 'auto' settings resolved
+    base_path: str
+    choices: dict[str, Choice] = field(default_factory=dict)
+    deviations: list[str] = field(default_factory=list)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
