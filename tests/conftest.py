@@ -141,3 +141,17 @@ def data_dir() -> Path:
     if not (DATA_DIR / "TC" / "agnews" / "train.json").is_file():
         pytest.skip(f"CL_Benchmark not found at {DATA_DIR} (set OLORA_DATA_DIR)")
     return DATA_DIR
+
+
+def train_log(out: Path, stage: str) -> list[dict]:
+    """The rows of a finished stage's train_log.jsonl."""
+    import json
+
+    return [json.loads(x) for x in (out / "tasks" / stage / "train_log.jsonl").read_text().splitlines()]
+
+
+def adapter_weights(out: Path, stage: str) -> dict[str, torch.Tensor]:
+    """A finished stage's saved adapter tensors."""
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "tasks" / stage / "adapter" / "adapter_model.safetensors"))

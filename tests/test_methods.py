@@ -102,6 +102,7 @@ def test_ewc_moves_every_batch_to_the_model_device(monkeypatch):
         layer, [Encoded([1], [1])], seq2seq=False, pad_id=0, nll=nll, device=torch.device("meta")
     )
     assert moved and all(d == torch.device("meta") for d in moved)
+    assert len(seen) == len(moved)  # every tensor the Fisher pass fed the model was moved to its device
 
 
 @pytest.mark.parametrize("method", ["ewc_lora", "ewc_ft"])
@@ -247,3 +248,11 @@ def test_a_new_method_is_one_registered_class(tiny_dirs, tmp_path, capsys):
     finally:
         METHODS.pop("toy_rehearsal")
         OPTION_SECTIONS.pop("toy")
+
+
+def test_methods_command_lists_every_method_and_its_options(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    listed = {line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")}
+    assert listed == set(METHODS)
+    assert "inflora.threshold = 0.97" in out and "past.fold = 'merge'" in out and "(full fine-tuning)" in out

@@ -1,5 +1,6 @@
-"""Command line: ``olora run``, ``olora demo``, ``olora show``.
+"""olora: continual fine-tuning of language models with O-LoRA and the methods that came after it.
 
+Commands: run, config, methods, demo, bench, show, report, export, predict, perf (``olora COMMAND -h``).
 Bad input ends with one line on stderr (``olora: error: ...``) and exit code 2.
 """
 
@@ -49,16 +50,16 @@ def cmd_config(ns: argparse.Namespace) -> int:
     import yaml
 
     from olora.config import config_to_dict, load_config
-    from olora.methods import method_class
+    from olora.methods import unread_sections
 
     path, overrides = _split_config_args(ns.args)
     cfg = load_config(path, overrides)
-    method_class(cfg.method)
+    ignore = unread_sections(cfg.method)  # also: an unknown method is an error here
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, width=110), end="")
     if cfg.benchmark is not None:
         from olora.presets import config_deviations, get_benchmark
 
-        deviations = config_deviations(get_benchmark(cfg.benchmark), cfg.order, config_to_dict(cfg))
+        deviations = config_deviations(get_benchmark(cfg.benchmark), cfg.order, config_to_dict(cfg), ignore)
         print("# deviations from the official protocol (before the model and data are loaded):")
         print("\n".join(f"#  - {d}" for d in deviations) or "#  none")
     return 0
@@ -201,6 +202,23 @@ def cmd_perf(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(ns: argparse.Namespace) -> int:
+    """Every registered method: what it is, where it comes from, and its option sections with their keys."""
+    import dataclasses
+
+    from olora.config import OPTION_SECTIONS
+    from olora.methods import METHODS
+
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        print(f"{name:14} {cls.summary()}")
+        for section in cls.option_sections():
+            defaults = OPTION_SECTIONS[section]()
+            for f in dataclasses.fields(defaults):
+                print(f"{'':15}  {section}.{f.name} = {getattr(defaults, f.name)!r}")
+    return 0
+
+
 def cmd_show(ns: argparse.Namespace) -> int:
     from olora.store.rundir import RunFolder
     from olora.tools.report import side_by_side
@@ -210,7 +228,9 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="olora", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="olora", description="\n".join(__doc__.splitlines()[:3]), formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -230,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("args", nargs="*", help="optional config file, then key=value overrides")
     p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("methods", help="list every method, what it is and its options")
+    p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("demo", help="O-LoRA vs SeqLoRA on the built-in sequence with SmolLM2, over 3 seeds")
     p.add_argument("overrides", nargs="*", help="key=value overrides for every run")

@@ -13,10 +13,15 @@ directly, so DDP still sees one forward per backward and every parameter's gradi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
+from contextvars import ContextVar
 from functools import cache
 
 import torch
+
+_TOKEN_WEIGHTS: ContextVar[torch.Tensor | None] = ContextVar("olora_token_weights", default=None)
 
 
 def _core(model: torch.nn.Module) -> torch.nn.Module:
@@ -59,10 +64,31 @@ def prefix_cache(model: torch.nn.Module, prefix_ids: torch.Tensor, batch_size: i
     return kv
 
 
+def token_weights() -> torch.Tensor | None:
+    """How many of a batch's token positions each position of the running forward stands for, [rows,
+    positions]: inside ``decoder_forward`` the shared head's tokens (run once, batch 1) stand for every
+    row and padding for none; None elsewhere. Hooks that collect activation statistics weigh by it, so
+    the statistics count every token a layer sees as if each row had run alone."""
+    return _TOKEN_WEIGHTS.get()
+
+
+@contextlib.contextmanager
+def _weighing(weights: torch.Tensor | None) -> Iterator[None]:
+    token = _TOKEN_WEIGHTS.set(weights)
+    try:
+        yield
+    finally:
+        _TOKEN_WEIGHTS.reset(token)
+
+
 def decoder_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], **kwargs) -> object:
     """``model(**batch, **kwargs)``, running a ``prefix_ids`` entry once and the rest on its cache."""
     batch = dict(batch)
     prefix = batch.pop("prefix_ids", None)
+    rows, width = batch["input_ids"].shape
     if prefix is not None:
-        batch[cache_kwarg(model)] = prefix_cache(model, prefix, batch["input_ids"].shape[0])
-    return model(**batch, **kwargs)
+        with _weighing(torch.full(prefix.shape, rows, device=prefix.device)):
+            batch[cache_kwarg(model)] = prefix_cache(model, prefix, rows)
+    mask = batch.get("attention_mask")
+    with _weighing(None if mask is None else mask[:, -width:]):
+        return model(**batch, **kwargs)

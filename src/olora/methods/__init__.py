@@ -9,9 +9,9 @@ import importlib
 import pkgutil
 
 from olora.methods.base import Method, Stage
-from olora.methods.registry import METHODS, get_method, method_class, register
+from olora.methods.registry import METHODS, get_method, method_class, register, unread_sections
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["METHODS", "Method", "Stage", "get_method", "method_class", "register"]
+__all__ = ["METHODS", "Method", "Stage", "get_method", "method_class", "register", "unread_sections"]

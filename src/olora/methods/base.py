@@ -68,8 +68,8 @@ class Method:
 
     @classmethod
     def summary(cls) -> str:
-        """The first line of the method's docstring (``olora methods``)."""
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        """The first paragraph of the method's docstring, on one line (``olora methods``)."""
+        return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split()).replace("``", "")
 
     # ----------------------------------------------------------------- the stages
 

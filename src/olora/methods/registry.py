@@ -10,7 +10,7 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
-from olora.config import default_options
+from olora.config import OPTION_SECTIONS, default_options
 from olora.errors import OloraError
 from olora.methods.base import Method
 
@@ -30,7 +30,8 @@ def register(name: str) -> Callable[[type[Method]], type[Method]]:
 
 def define(name: str, *bases: type) -> type[Method]:
     """Register the combination of ``bases`` (a baseline's mechanics over what trains) as ``name``."""
-    cls = type(name, bases, {"__doc__": bases[0].__doc__})
+    unit = "full fine-tuning" if any(getattr(b, "trains", None) == "model" for b in bases) else "one LoRA adapter"
+    cls = type(name, bases, {"__doc__": f"{bases[0].__doc__.strip()} ({unit})"})
     register(name)(cls)
     return cls
 
@@ -47,3 +48,8 @@ def get_method(name: str, options: dict[str, Any] | None = None) -> Method:
     """A fresh instance of the method registered as ``name``, with its option sections taken from
     ``options`` (a config's ``cfg.options``; the defaults if None)."""
     return method_class(name)(options if options is not None else default_options())
+
+
+def unread_sections(name: str) -> frozenset[str]:
+    """The option sections method ``name`` does not read (other methods' settings change nothing in its run)."""
+    return frozenset(OPTION_SECTIONS) - set(method_class(name).option_sections())
