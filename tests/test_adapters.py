@@ -19,7 +19,7 @@ from olora.core.adapters import (
     trainable_parameters,
 )
 from olora.core.models import load_model
-from olora.core.train import train_task
+from olora.core.train import TrainingHooks, train_task
 from olora.data.builtin import builtin_task
 from olora.data.encoding import PromptEncoder, collate_train
 from olora.store.artifacts import save_adapter
@@ -28,7 +28,9 @@ from olora.store.artifacts import save_adapter
 def _batch(tok, seq2seq, n=4):
     task = builtin_task("sentiment")
     enc = PromptEncoder(tok, seq2seq, 128).encode(task, task.test[:n])
-    return collate_train(enc, tok.pad_token_id, seq2seq), enc
+    # No shared prompt head: ``model(**batch)`` would pass ``prefix_ids`` into LLaMA's **kwargs, which ignore it,
+    # and every invariant would compare forwards of the prompts' tails (olora.core.prefix runs the head).
+    return collate_train(enc, tok.pad_token_id, seq2seq, share_prefix=False), enc
 
 
 def _logits(model, batch):
@@ -85,7 +87,7 @@ def test_past_adapters_get_no_gradient_and_stay_identical(tiny):
         pad_id=tok.pad_token_id,
         seed=0,
         accelerator=Accelerator(cpu=True),
-        penalties={"orth": (0.5, penalty)},
+        hooks=TrainingHooks(weight_terms={"orth": (0.5, penalty)}),
     )
     state = model.state_dict()
     assert past_before and all(torch.equal(state[k], v) for k, v in past_before.items())

@@ -57,6 +57,12 @@ def test_yaml_then_overrides(tmp_path):
         ("nonsense", "is not key=value"),
         ("train.first_task_lr=0", "train.first_task_lr=0.0 is invalid: must be > 0 or null"),
         ("replay.per_task=-1", "replay.per_task=-1 is invalid: must be >= 0"),
+        ("olora.fold_past=stack", "olora.fold_past is now past.fold (each method's options are in its own section)"),
+        ("baselines.nlora_lambda=1", "baselines.nlora_lambda is now nlora.weight"),
+        ("inflora.threshold=1.5", "inflora.threshold=1.5 is invalid: must be in (0, 1)"),
+        ("migu.quantile=1", "migu.quantile=1.0 is invalid: must be in [0, 1)"),
+        ("ella.weight=-1", "ella.weight=-1.0 is invalid: must be >= 0"),
+        ("inflora.treshold=0.9", "unknown config key 'inflora.treshold': did you mean inflora.threshold?"),
         ("train.max_batch_tokens=lots", "train.max_batch_tokens='lots' is invalid: must be an integer, or one of auto"),
     ],
 )

@@ -34,27 +34,22 @@ ARGS = [
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "OLORA_STALL_AT": "prepare_folder:3:0"}
 
 
+def torchrun(model_dir, out, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``olora run`` in 2 CPU processes. torchrun is what `accelerate launch --multi_gpu` runs;
+    ACCELERATE_USE_CPU makes Accelerator use gloo DDP; --standalone picks a free port."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "olora", "run", f"model={model_dir}", *ARGS, *extra, f"output_dir={out}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**ENV, **(env or {})})
+
+
+def _olora_lines(proc: subprocess.CompletedProcess) -> str:
+    return "\n".join(line for line in proc.stderr.splitlines() if "olora" in line.lower())[-4000:]
+
+
 def test_two_cpu_processes_match_one(tiny_dirs, tmp_path):
-    model = f"model={tiny_dirs['llama']}"
-    assert main(["run", model, *ARGS, f"output_dir={tmp_path / 'single'}"]) == 0
-    # torchrun is what `accelerate launch --multi_gpu` runs; ACCELERATE_USE_CPU makes Accelerator use gloo DDP.
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        "-m",
-        "olora",
-        "run",
-        model,
-        *ARGS,
-        f"output_dir={tmp_path / 'ddp'}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
-    assert proc.returncode == 0, "\n".join(line for line in proc.stderr.splitlines() if "olora" in line.lower())[-4000:]
+    assert main(["run", f"model={tiny_dirs['llama']}", *ARGS, f"output_dir={tmp_path / 'single'}"]) == 0
+    proc = torchrun(tiny_dirs["llama"], tmp_path / "ddp")
+    assert proc.returncode == 0, _olora_lines(proc)
     single = json.loads((tmp_path / "single" / "results.json").read_text())
     ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert ddp["num_processes"] == 2 and single["num_processes"] == 1
@@ -65,3 +60,19 @@ def test_two_cpu_processes_match_one(tiny_dirs, tmp_path):
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-4)
+
+
+def test_a_killed_ddp_run_resumes_to_the_uninterrupted_run(tiny_dirs, tmp_path):
+    """Each process restores its own RNG state: with dropout, the two processes' streams part as soon as
+    their shares of a batch differ in length (restoring rank 0's state everywhere changed rank 1's masks)."""
+    extra = ["lora.dropout=0.3", "train.max_steps=4", "train.checkpoint_every=1", "tasks=[sentiment]"]
+    whole = torchrun(tiny_dirs["llama"], tmp_path / "whole", *extra)
+    assert whole.returncode == 0, _olora_lines(whole)
+    killed = torchrun(tiny_dirs["llama"], tmp_path / "resumed", *extra, env={"OLORA_CRASH_AT": "train_step:3"})
+    assert killed.returncode != 0 and (tmp_path / "resumed" / "tasks" / "0-sentiment" / "checkpoint").is_dir()
+    resumed = torchrun(tiny_dirs["llama"], tmp_path / "resumed", *extra)
+    assert resumed.returncode == 0, _olora_lines(resumed)
+    assert "resuming from" in resumed.stderr
+    a = load_file(str(tmp_path / "whole" / "tasks" / "0-sentiment" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "tasks" / "0-sentiment" / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

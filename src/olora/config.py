@@ -115,7 +115,18 @@ class TrainConfig:
         "instead of batch_size × the longest prompt. 'auto': from the model's size and the memory "
         "available (see olora.core.resources); 0 = never split.",
     )
-    lr: float = _f(1e-3, "AdamW learning rate (constant schedule, as the official runs).")
+    lr: float = _f(1e-3, "AdamW learning rate.")
+    lr_schedule: Literal["constant", "deepspeed_warmup"] = _f(
+        "constant",
+        "'constant', or 'deepspeed_warmup': what the official runs' DeepSpeed WarmupLR (warmup 0, clamped to 2 "
+        "steps) did: each task's second optimizer step runs at lr 0 (the paper presets set it).",
+    )
+    loss_normalization: Literal["token", "official_llama"] = _f(
+        "token",
+        "'token': the mean NLL over a micro-batch's answer tokens; 'official_llama' (decoder-only; the "
+        "standard_llama preset): the official LLaMA loss, per sequence Σ NLL / (answer tokens + 1), averaged "
+        "over sequences, which changes λ1's weight against the NLL.",
+    )
     first_task_lr: float | None = _f(
         None, "Learning rate of the first task only; null = train.lr (the official LLaMA scripts: 1e-3, then 1e-4)."
     )

@@ -106,13 +106,36 @@ def get_benchmark(name: str) -> Benchmark:
     return benchmarks[name]
 
 
-def config_deviations(bench: Benchmark, order: str, config: dict) -> list[str]:
-    """Where the resolved config (as a nested dict) departs from the benchmark's official values."""
+# Settings that change no number of a run (where it writes, how often it logs, how a batch is cut into
+# row chunks with the same gradient, the evaluation batch), or that are compared in another way: the
+# model by its architecture (model_deviation), the tasks by each benchmark's order and data notes, the
+# validation split by data.eval_split, the seed (one draw of the protocol's randomness, not a setting
+# of it). Every other setting is compared with the official value, so a paper preset must state them
+# all (tests/test_protocol.py checks it): a default that differs from the official run is never missed.
+NEUTRAL = {
+    "model", "method", "tasks", "benchmark", "order", "seed", "output_dir", "data.dir",
+    "data.validation_per_class", "train.max_batch_tokens", "train.log_every", "train.checkpoint_every",
+    "eval.batch_size", "eval.forward_transfer", "log.tensorboard", "log.grad_norms",
+}  # fmt: skip
+
+
+def compared_keys(config: dict, ignore: frozenset[str] = frozenset()) -> list[str]:
+    """The flat keys of ``config`` that change a run's numbers: every setting but the ``NEUTRAL`` ones and
+    the sections in ``ignore`` (the option sections of methods other than the run's)."""
+    return [k for k in flatten(config) if k not in NEUTRAL and k.split(".")[0] not in ignore]
+
+
+def config_deviations(bench: Benchmark, order: str, config: dict, ignore: frozenset[str] = frozenset()) -> list[str]:
+    """Where the resolved config (as a nested dict) departs from the benchmark's official values, over
+    every setting that changes a number (``compared_keys``; ``ignore``: option sections the run's method
+    does not read)."""
     official = bench.protocol_values(order)
     flat = flatten(config)
     out = list(bench.fixed_deviations)
-    for key, value in official.items():
-        mine = flat.get(key)
+    for key in compared_keys(config, ignore):
+        if key not in official:
+            continue  # a method's own option with no official value (the official code has no baselines)
+        value, mine = official[key], flat.get(key)
         if isinstance(value, dict) and isinstance(mine, dict):  # per-task settings: name the tasks that differ
             for task in sorted(value.keys() | mine.keys()):
                 if mine.get(task) != value.get(task):

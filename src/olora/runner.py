@@ -32,7 +32,7 @@ from olora.data.load import load_tasks
 from olora.data.tasks import Task
 from olora.errors import OloraError
 from olora.faults import crash_point, stall_point
-from olora.methods import Method, Stage, get_method
+from olora.methods import Method, Stage, get_method, unread_sections
 from olora.presets import config_deviations, get_benchmark, model_deviation
 from olora.seeding import derive_seed
 from olora.store.artifacts import load_adapter_weights, load_safetensors_dir, save_adapter
@@ -262,6 +262,11 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     dtype = replace(choose_dtype(cfg.dtype, device), config_key="dtype")
     model, tokenizer = load_model(cfg.model, dtype.value)
     seq2seq = is_seq2seq(model)
+    if seq2seq and cfg.train.loss_normalization == "official_llama":
+        raise OloraError(
+            f"train.loss_normalization=official_llama is the official LLaMA loss, for decoder-only models; "
+            f"{cfg.model!r} is a seq2seq model: use token"
+        )
     precision = replace(choose_precision(cfg.train.mixed_precision, device), config_key="train.mixed_precision")
     cap = choose_token_cap(cfg.train.max_batch_tokens, model.config, device)
     model.requires_grad_(False)
@@ -286,7 +291,7 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     ctx.choices["kernel_cache"] = kernel_cache
     for key, choice in ctx.choices.items():
         log.info("%s: %s (%s)", key, choice.value, choice.reason)
-    ctx.deviations = protocol_deviations(cfg, resolved_config(ctx), tasks, model.config)
+    ctx.deviations = protocol_deviations(cfg, resolved_config(ctx), tasks, model.config, unread_sections(cfg.method))
     if accelerator.is_main_process:
         stall_point("prepare_folder")
         folder.prepare(config_to_dict(cfg), force)
@@ -316,12 +321,14 @@ def _check_tensorboard() -> None:
         raise OloraError("log.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
 
 
-def protocol_deviations(cfg: RunConfig, resolved: dict, tasks: list[Task], model_config: object) -> list[str]:
+def protocol_deviations(
+    cfg: RunConfig, resolved: dict, tasks: list[Task], model_config: object, ignore: frozenset[str]
+) -> list[str]:
     """How a benchmark run departs from the official protocol (empty for runs outside a benchmark)."""
     if cfg.benchmark is None:
         return []
     bench = get_benchmark(cfg.benchmark)
-    out = config_deviations(bench, cfg.order, resolved)
+    out = config_deviations(bench, cfg.order, resolved, ignore)
     out += [line for line in [model_deviation(bench, model_config, cfg.model)] if line]
     out += [f"data: {t.name}: {note}" for t in tasks for note in t.notes]
     return out

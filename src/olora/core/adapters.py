@@ -244,26 +244,28 @@ class SharedDropout(torch.nn.Dropout):
     """One dropout mask for every adapter of a layer within one forward (the official code's
     behaviour: old and new LoRA branches read the same ``dropout(x)``).
 
-    peft calls each active adapter's dropout on the same input tensor; the first call samples the
-    mask and the following calls with that tensor reuse the result. The cache is cleared after the
-    layer's forward (a hook), so no activation outlives it.
+    peft calls each active adapter's dropout on the layer input, cast to that adapter's dtype (a new
+    tensor when the dtypes differ). The first call samples a mask for the input's shape and the
+    following calls of the same forward apply that mask to whatever they get, so the branches share it
+    whatever their dtypes (keying on the input tensor itself once lost the sharing in bf16 runs). The
+    mask is cleared after the layer's forward (a hook), so none outlives it. The mask is drawn as
+    ``F.dropout`` draws it for a float32 input (same random numbers, same values).
     """
 
     def __init__(self, p: float):
         super().__init__(p)
-        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._mask: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        if self._cache is not None and self._cache[0] is x:
-            return self._cache[1]
-        out = super().forward(x)
-        self._cache = (x, out)
-        return out
+        if self._mask is None or self._mask.shape != x.shape:
+            ones = torch.ones(x.shape, dtype=torch.float32, device=x.device)
+            self._mask = torch.nn.functional.dropout(ones, self.p, training=True)  # 0 or 1/(1-p)
+        return x * self._mask.to(x.dtype)
 
     def clear(self, *_: object) -> None:
-        self._cache = None
+        self._mask = None
 
 
 def set_past_dropout(model: torch.nn.Module, past: list[str], new: str, mode: str) -> None:
@@ -300,5 +302,19 @@ def concat_adapters(model: PeftModel, names: list[str], new_name: str) -> None:
 
     Σ_i s_i B_i A_i = [B_1 | … | B_T] · [s_1 A_1; …; s_T A_T], so outputs match all-active exactly
     (tests/test_adapters.py::test_all_active_equals_concatenated_adapter).
+
+    peft builds the combined adapter in the base weights' dtype, so in a bf16 model it rounded the past
+    adapters to bf16 (and their dropout input differed from the float32 new adapter's); the stacked
+    factors are written again here in the task adapters' own dtype.
     """
     model.add_weighted_adapter(names, [1.0] * len(names), new_name, combination_type="cat")
+    with torch.no_grad():
+        for layer in lora_layers(model):
+            if new_name not in layer.lora_A:
+                continue
+            parts = [n for n in names if n in layer.lora_A]
+            dtype = layer.lora_A[parts[0]].weight.dtype
+            stacked_a = torch.cat([layer.lora_A[n].weight * layer.scaling[n] for n in parts], dim=0)
+            stacked_b = torch.cat([layer.lora_B[n].weight for n in parts], dim=1)
+            layer.lora_A[new_name].to(dtype).weight.copy_(stacked_a)
+            layer.lora_B[new_name].to(dtype).weight.copy_(stacked_b)

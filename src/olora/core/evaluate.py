@@ -1,8 +1,9 @@
-"""Evaluation: greedy generation and exact match, as the official protocol.
+"""Evaluation: greedy generation, scored per task by its metric.
 
-Score = 100 · mean EM after SQuAD-style normalisation (lowercase, drop punctuation, collapse spaces;
-articles are kept). Generation stops at eos or after ``max_new_tokens``, which defaults to the
-longest label's token count + 2 (its eos and one spare): labels are 1-5 tokens, so decoding 50 tokens
+A task with a label set scores 100 · mean exact match after SQuAD-style normalisation (lowercase, drop
+punctuation, collapse spaces; articles are kept), as the official protocol; a free-form task scores 100 ·
+mean ROUGE-L F1 (rouge-score). Generation stops at eos or after ``max_new_tokens``, which defaults to the
+longest answer's token count + 2 (its eos and one spare): labels are 1-5 tokens, so decoding 50 tokens
 (official, and the paper presets' ``eval.max_new_tokens``) is mostly waste.
 Prompts are sorted by length before batching, so little compute goes to padding.
 

@@ -1,9 +1,13 @@
-"""The per-task training loop: plain PyTorch, accelerate for devices.
+"""The per-stage training loop: plain PyTorch, accelerate for devices; a method plugs in through
+``TrainingHooks``.
 
-Loss per optimizer step = mean answer-token NLL + λ1·L_orth + λ2·L2. The NLL of each micro-batch is
-divided by ``grad_accum``; the regularisers depend only on the weights, which do not change inside an
-accumulation window, so they are added once per window at full weight (the official code, outside
-DeepSpeed, multiplied them by ``grad_accum`` by mistake).
+Loss per optimizer step = mean answer-token NLL + Σ λ·(weight term) + Σ λ·(batch term). The NLL and the
+batch terms of each micro-batch (or row chunk of one) are weighted by their share of the step, so
+accumulation and chunking leave the gradient unchanged; weight terms depend only on the weights, which do
+not change inside a step, so they are added once per step at full weight (the official O-LoRA code,
+outside DeepSpeed, multiplied its regularisers by the accumulation steps by mistake). Divergence is checked
+at log and checkpoint steps (no host-device sync per micro-batch), and a checkpoint is never written after
+a diverged step.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from olora.config import TrainConfig
@@ -28,6 +33,7 @@ from olora.core.resources import resolve_train_config
 from olora.data.encoding import IGNORE, Encoded, collate_train
 from olora.errors import OloraError
 from olora.faults import crash_point
+from olora.seeding import rng_state
 
 
 class TrainingDiverged(OloraError):
@@ -78,6 +84,29 @@ def autocast(device: torch.device, mixed_precision: str) -> torch.autocast:
 def token_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over supervised tokens (Σ CE·mask / Σ mask)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=IGNORE)
+
+
+def official_llama_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The official LLaMA loss (cmnfriend/O-LoRA src/model/llama.py:94-101, micro-batch 1): per sequence
+    Σ CE over its n answer tokens / (n + 1) (the loss mask counts one position more than the CE sums),
+    then the mean over sequences."""
+    ce = F.cross_entropy(logits.transpose(1, 2).float(), target, ignore_index=IGNORE, reduction="none")
+    counted = (target != IGNORE).sum(dim=1)
+    return (ce.sum(dim=1) / (counted + 1)).mean()
+
+
+LOSSES = {"token": token_nll, "official_llama": official_llama_nll}
+
+
+def lr_multiplier(schedule: str, step: int) -> float:
+    """The learning rate of optimizer step ``step`` (1-based) of a task, as a multiple of ``train.lr``.
+
+    'deepspeed_warmup': DeepSpeed 0.10's WarmupLR as the official runs configured it (warmup_num_steps 0,
+    clamped to 2, log curve, stepped after each optimizer step, lr untouched before the first): steps
+    1, 2, 3, … run at 1, log(1)/log(2) = 0, 1, … so a task's second step does not move the weights (Adam's
+    moments still take its gradient).
+    """
+    return 0.0 if schedule == "deepspeed_warmup" and step == 2 else 1.0
 
 
 def answer_nll(
@@ -139,18 +168,20 @@ def step_pieces(
     window: list[list[int]], examples: list[Encoded], cfg: TrainConfig, rank: int, processes: int
 ) -> list[tuple[list[Encoded], float]]:
     """The forward/backward passes of one optimizer step: (rows, share) per row chunk of each
-    micro-batch, ``share`` = the chunk's answer tokens / its micro-batch's. Σ_chunks share × chunk
-    mean NLL = the micro-batch's mean NLL, so chunking leaves the gradient unchanged.
+    micro-batch, ``share`` = the chunk's answer tokens / its micro-batch's (``train.loss_normalization``
+    'official_llama', a mean over sequences: its rows / the micro-batch's). Σ_chunks share × chunk loss =
+    the micro-batch's loss, so chunking leaves the gradient unchanged.
 
     Data parallel: each process takes its share (every ``processes``-th row) of every micro-batch.
     """
     pieces = []
     for indices in window:
         rows = [examples[i] for i in indices[rank::processes]]
-        supervised = sum(len(e.target_ids) for e in rows)
+        weight = (lambda e: 1) if cfg.loss_normalization == "official_llama" else (lambda e: len(e.target_ids))
+        supervised = sum(weight(e) for e in rows)
         for chunk in row_chunks([len(e.prompt_ids) + len(e.target_ids) for e in rows], cfg.max_batch_tokens):
             part = [rows[j] for j in chunk]
-            pieces.append((part, sum(len(e.target_ids) for e in part) / supervised))
+            pieces.append((part, sum(weight(e) for e in part) / supervised))
     return pieces
 
 
@@ -165,9 +196,9 @@ def _trim_log(path: Path, last_step: int) -> None:
 class Checkpoints(Protocol):
     """Where a stage's step checkpoints live (olora.store.checkpoint.StepCheckpoints)."""
 
-    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int: ...
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0) -> int: ...
 
-    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None: ...
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, rng: list[dict]) -> None: ...
 
 
 WeightPenalty = Callable[[], torch.Tensor]
@@ -211,17 +242,26 @@ def _chunk_loss(
     with autocast(accelerator.device, cfg.mixed_precision):  # the forwards (LwF's teacher too)
         logits, target = answer_logits(model, batch, seq2seq, use_keep)
         batch_terms = {name: fn(batch, logits, target).float() for name, (_, fn) in batch_penalties.items()}
-    nll = token_nll(logits, target)
+    nll = LOSSES[cfg.loss_normalization](logits, target)
     loss = nll + sum(batch_penalties[name][0] * value for name, value in batch_terms.items())
     return {"nll": nll.detach(), **{name: v.detach() for name, v in batch_terms.items()}}, loss
 
 
-def _check_finite(loss: torch.Tensor, desc: str, step: int, last_saved: int) -> None:
-    if not torch.isfinite(loss.detach()):
-        last = f"the checkpoint of step {last_saved}" if last_saved else "the previous task"
+def _first_bad_step(first_bad: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
+    """The first step whose loss was NaN or infinite (0: none yet), kept on the device: no sync per step."""
+    return torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+
+
+def _check_finite(first_bad: torch.Tensor, accelerator: Accelerator, desc: str, last_saved: int) -> None:
+    """Raise if any process's loss diverged since the last check (a sync: at log and checkpoint steps only)."""
+    if accelerator.num_processes > 1:
+        first_bad = accelerator.reduce(first_bad, reduction="max")  # every process stops together
+    bad = int(first_bad)
+    if bad:
+        last = f"the checkpoint of step {last_saved}" if last_saved else "the start of this task"
         raise TrainingDiverged(
-            f"{desc}: loss is {loss.item()} at step {step}; no weights of this step were saved "
-            f"(last good state: {last}): lower train.lr"
+            f"{desc}: the loss became NaN or infinite at step {bad}; nothing of this task after {last} was saved "
+            "(re-running resumes from there): lower train.lr"
         )
 
 
@@ -293,7 +333,7 @@ def train_task(
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     main = accelerator.is_main_process
     torch.manual_seed(seed)  # dropout masks depend on (seed, task) only; a checkpoint restores its own state
-    start_step = checkpoints.load(model, optimizer) if checkpoints else 0
+    start_step = checkpoints.load(model, optimizer, accelerator.process_index) if checkpoints else 0
     windows = optimizer_windows([len(e.prompt_ids) + len(e.target_ids) for e in examples], cfg, seed)
     smallest = min((len(b) for w in windows for b in w), default=accelerator.num_processes)
     if smallest < accelerator.num_processes:
@@ -303,6 +343,8 @@ def train_task(
         )
     use_keep = not seq2seq and accepts_logits_to_keep(model)
     result = TaskTraining(steps=start_step)
+    first_bad = torch.zeros((), dtype=torch.long, device=accelerator.device)
+    last_saved = start_step
     if log_path and main:
         _trim_log(log_path, start_step) if start_step else log_path.unlink(missing_ok=True)
     log_file = open(log_path, "a", encoding="utf-8") if log_path and main else None
@@ -330,7 +372,7 @@ def train_task(
                             value = fn()
                             terms[name] = value.detach()
                             loss = loss + weight * value
-                    _check_finite(loss, desc, step, result.steps)
+                    first_bad = _first_bad_step(first_bad, loss, step)
                     accelerator.backward(loss)
             logging = step % cfg.log_every == 0 or step == len(windows)
             for transform in hooks.after_backward:
@@ -338,12 +380,18 @@ def train_task(
             shares = gradient_terms(hooks.groups, penalties) if grad_norms and hooks.groups and logging else {}
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+            for group in optimizer.param_groups:  # a pure function of the step: nothing to checkpoint
+                group["lr"] = cfg.lr * lr_multiplier(cfg.lr_schedule, step)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             for after in hooks.after_step:
                 after()
             result.steps = step
             bar.update(1)
+            every = cfg.checkpoint_every
+            saving = checkpoints is not None and ((every and step % every == 0) or step == len(windows))
+            if logging or saving:
+                _check_finite(first_bad, accelerator, desc, last_saved)
             if logging:
                 row = {"step": step, **{name: value.item() for name, value in terms.items()}, **shares}
                 weights = {
@@ -360,9 +408,12 @@ def train_task(
                 if on_log and main:
                     on_log(row)
             crash_point("train_step")
-            every = cfg.checkpoint_every
-            if checkpoints and main and ((every and step % every == 0) or step == len(windows)):
-                checkpoints.save(model, optimizer, step)
+            if saving:
+                # every process's RNG state: their dropout streams part once their shares differ in shape
+                states = gather_object([rng_state()]) if accelerator.num_processes > 1 else [rng_state()]
+                if main:
+                    checkpoints.save(model, optimizer, step, states)
+                last_saved = step
     finally:
         for handle in handles:
             handle.remove()

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from olora.seeding import set_rng_state
 from olora.store.io import atomic_write_json, replace_dir
 
 log = logging.getLogger(__name__)
@@ -52,39 +53,26 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def rng_state() -> dict:
-    """torch's RNG states: the CPU generator and, where CUDA is up, every device's (dropout on a GPU
-    draws from the device's generator, so restoring the CPU one alone would not make resume exact)."""
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict | torch.Tensor) -> None:
-    if isinstance(state, torch.Tensor):  # checkpoints of olora < 0.2 hold the CPU state only
-        state = {"cpu": state}
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+def save_step_checkpoint(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, rng: list[dict]
+) -> None:
+    """Trainable weights, optimizer state, step and ``rng`` (every process's RNG state, by rank)."""
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in _trainable(model).items()}
     save_file(weights, str(tmp / "weights.safetensors"))
     torch.save(
-        {"optimizer": optimizer.state_dict(), "rng": rng_state(), "step": step},
+        {"optimizer": optimizer.state_dict(), "rng": rng, "step": step},
         tmp / "trainer_state.pt",
     )
     write_manifest(tmp, ["weights.safetensors", "trainer_state.pt"])
     replace_dir(tmp, folder)
 
 
-def load_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore weights, optimizer and RNG from ``folder``; return the step, or 0 if unusable."""
+def load_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0) -> int:
+    """Restore weights, optimizer and this process's (``rank``) RNG from ``folder``; return the step, or 0
+    if unusable."""
     if not folder.is_dir():
         return 0
     bad = verify_manifest(folder)
@@ -102,7 +90,11 @@ def load_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.
             params[name].copy_(value)
     state = torch.load(folder / "trainer_state.pt", weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
+    rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # olora < 0.3: rank 0's only
+    if rank >= len(rng):
+        log.warning("checkpoint %s has no RNG state of process %d: the task restarts", folder, rank)
+        return 0
+    set_rng_state(rng[rank])
     log.info("resuming from %s at step %d", folder, state["step"])
     return int(state["step"])
 
@@ -113,8 +105,8 @@ class StepCheckpoints:
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-        return load_step_checkpoint(self.folder, model, optimizer)
+    def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0) -> int:
+        return load_step_checkpoint(self.folder, model, optimizer, rank)
 
-    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
-        save_step_checkpoint(self.folder, model, optimizer, step)
+    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, rng: list[dict]) -> None:
+        save_step_checkpoint(self.folder, model, optimizer, step, rng)
