@@ -119,12 +119,14 @@ def test_paired_rows_pair_seeds_and_mark_real_differences():
 
 def test_hub_id_is_a_real_path(monkeypatch):
     """A hub id goes to the hub (offline here), and the failure is one clear line."""
+    import huggingface_hub.constants
     import pytest
 
     from olora.core.models import load_model
     from olora.errors import OloraError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the env var is late
     with pytest.raises(OloraError, match="cannot load model config for 'google-t5/t5-small'"):
         load_model("google-t5/t5-small")
 

@@ -160,6 +160,8 @@ def cmd_predict(ns: argparse.Namespace) -> int:
 
     if (ns.text is None) == (ns.file is None):
         raise OloraError("olora predict needs exactly one of --text or --file")
+    if ns.text is not None and not ns.text.strip():
+        raise OloraError("--text is empty: give the text to answer")
     texts = [ns.text] if ns.text is not None else read_inputs(Path(ns.file))
     preds = predict(Path(ns.path), ns.task, texts, batch_size=ns.batch_size, progress=ns.file is not None)
     rows = [json.dumps({"input": t, "prediction": p}, ensure_ascii=False) for t, p in zip(texts, preds, strict=True)]

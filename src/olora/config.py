@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import string
 import types
 import typing
 from dataclasses import dataclass, field
@@ -222,6 +223,12 @@ class RunConfig:
         ["sentiment", "newsdesk", "helpline"],
         "Tasks in training order: names (data.dir tasks or built-in) or mappings for your own files (TaskSpec).",
     )
+    start_from: str | None = _f(
+        None,
+        "An adapter exported by `olora export --format adapter`: its tasks are this run's frozen past (scored again "
+        "when their data is at hand), and `tasks` lists the new tasks to train after them. Task-adapter methods "
+        "only (olora, inclora, nlora, ella, olora_proj).",
+    )
     benchmark: str | None = _f(
         None, "A benchmark of configs/benchmarks.yaml (standard, long, proxy); with order=, sets tasks."
     )
@@ -305,6 +312,10 @@ def _validate(cfg: RunConfig) -> list[str]:
     )
     names = [task_name(t) for t in cfg.tasks]
     need(len(cfg.tasks) > 0, "tasks", names, "name at least one task")
+    for name in names:
+        unsafe = "/" in name or "\\" in name or ".." in name or name.startswith(".") or not name.isprintable()
+        rule = "a task name becomes a folder name: no '/', '\\', '..', leading '.' or control characters"
+        need(bool(name.strip()) and not unsafe, "tasks[].name", name, rule)
     dupes = sorted({t for t in names if names.count(t) > 1})
     need(not dupes, "tasks", names, f"each task may appear once (repeated: {', '.join(dupes)})")
     for i, spec in enumerate(t for t in cfg.tasks if isinstance(t, TaskSpec)):
@@ -312,6 +323,15 @@ def _validate(cfg: RunConfig) -> list[str]:
         need(bool(spec.name), f"{key}.name", spec.name, "give the task a name")
         need(bool(spec.train), f"{key}.train", spec.train, "give a training file (or hf:owner/name)")
         need(bool(spec.test), f"{key}.test", spec.test, "give a test file (or hf:owner/name)")
+        for field_name in ("input", "target"):
+            template = getattr(spec, field_name)
+            try:
+                list(string.Formatter().parse(template))
+                ok, why = True, ""
+            except ValueError as exc:
+                ok, why = False, str(exc)
+            rule = f"{why}: write {{field}} for a record's field, {{{{ or }}}} for a literal brace"
+            need(ok, f"{key}.{field_name}", template, rule)
         if spec.labels is not None:
             need(bool(spec.labels) and all(x.strip() for x in spec.labels), f"{key}.labels", spec.labels,
                  "list at least one non-empty label, or leave labels out for free-form answers")  # fmt: skip
@@ -479,8 +499,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _set_path(tree, keys, value)
     if tree.get("method") in RENAMED_METHODS:
         raise OloraError(f"method={tree['method']!r} is ambiguous now: use {RENAMED_METHODS[tree['method']]}")
-    if "benchmark" in tree or "order" in tree:
-        tree = _with_benchmark(tree)
+    tree = _with_benchmark(tree)
     errors = _renamed_keys(tree)
     sections = {name: tree.pop(name) for name in list(tree) if name in OPTION_SECTIONS}
     cfg = _build(RunConfig, tree, "", errors, also_valid=tuple(OPTION_SECTIONS))
@@ -512,8 +531,10 @@ def _renamed_keys(tree: dict[str, Any]) -> list[str]:
 
 
 def _resolve_task_files(cfg: RunConfig, base: Path) -> None:
-    """Task files named relative to the YAML (or to the working directory for key=value overrides) become
-    absolute paths, so the saved config.yaml means the same from anywhere; hf: ids stay as they are."""
+    """Task files (and ``start_from``) named relative to the YAML (or to the working directory for key=value
+    overrides) become absolute paths, so the saved config.yaml means the same from anywhere; hf: ids stay."""
+    if cfg.start_from and not Path(cfg.start_from).is_absolute():
+        cfg.start_from = str((base / cfg.start_from).resolve())
     for spec in cfg.tasks:
         if isinstance(spec, TaskSpec):
             for key in ("train", "test"):
@@ -527,12 +548,19 @@ def _with_benchmark(tree: dict[str, Any]) -> dict[str, Any]:
     hyperparameters, per-task λ and epochs of that order only) under the user's values, which win."""
     from olora.presets import deep_merge, get_benchmark
 
+    if tree.get("benchmark") is None and tree.get("order") is None:  # a saved plain run's config.yaml
+        return tree
     if tree.get("benchmark") is None or tree.get("order") is None:
         raise OloraError("benchmark= and order= go together, e.g. benchmark=standard order=1")
-    if "tasks" in tree:
-        raise OloraError("give either tasks=[...] or benchmark= with order=, not both")
     tree["order"] = str(tree["order"])
-    return deep_merge(get_benchmark(str(tree["benchmark"])).config_tree(tree["order"]), tree)
+    preset = get_benchmark(str(tree["benchmark"])).config_tree(tree["order"])
+    names = [t.get("name") if isinstance(t, dict) else t for t in tree.get("tasks") or []]
+    if "tasks" in tree and names[: len(preset["tasks"])] != preset["tasks"]:
+        raise OloraError(
+            "give either tasks=[...] or benchmark= with order=, not both (a benchmark run's tasks may only grow "
+            f"by tasks after its order's: {', '.join(preset['tasks'])})"
+        )
+    return deep_merge(preset, tree)
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -132,6 +132,9 @@ def config_deviations(bench: Benchmark, order: str, config: dict, ignore: frozen
     official = bench.protocol_values(order)
     flat = flatten(config)
     out = list(bench.fixed_deviations)
+    names = [t["name"] if isinstance(t, dict) else t for t in config.get("tasks") or []]
+    if names and names != bench.order(order):
+        out.append(f"tasks: {', '.join(names[len(bench.order(order)) :])} added after order {order}'s tasks")
     for key in compared_keys(config, ignore):
         if key not in official:
             continue  # a method's own option with no official value (the official code has no baselines)

@@ -20,11 +20,11 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from olora import __version__
-from olora.config import RunConfig, config_to_dict
+from olora.config import RunConfig, TaskSpec, config_to_dict, task_name
 from olora.core.context import RunContext
 from olora.core.evaluate import answer_budget, evaluate_task
 from olora.core.metrics import forward_transfer, summarize
-from olora.core.models import is_seq2seq, load_model
+from olora.core.models import checkpoint_digest, is_seq2seq, load_model
 from olora.core.resources import bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
 from olora.core.train import autocast, train_task
 from olora.data.encoding import PromptEncoder
@@ -35,8 +35,10 @@ from olora.faults import crash_point, stall_point
 from olora.methods import Method, Stage, get_method, unread_sections
 from olora.presets import config_deviations, get_benchmark, model_deviation
 from olora.seeding import derive_seed
-from olora.store.artifacts import load_adapter_weights, load_safetensors_dir, save_adapter
+from olora.store.artifacts import load_adapter_weights, load_model_weights, save_adapter
 from olora.store.checkpoint import StepCheckpoints
+from olora.store.exports import ExportFolder
+from olora.store.fingerprint import Fingerprint, run_settings, stage_fingerprint, what_changed
 from olora.store.io import atomic_write_json
 from olora.store.rundir import RunFolder, StageFolder
 
@@ -51,16 +53,25 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
     rows, timings, before = [], [], [None]  # before[j]: task j's score after task j-1, before training j
     progress = {"status": "running", "tasks": [t.name for t in ctx.tasks], "matrix": rows}
     stale = False  # an earlier stage was (re)trained, so later saved stages are out of date
+    fingerprint = None
     try:
         for stage in method.stages(ctx.tasks):
+            if ctx.start and stage.index < len(ctx.start["task_entries"]):  # an exported task: the past
+                rows.append(ctx.start["matrix"][stage.index])
+                timings.append({"from": "start_from"})
+                before.append(None)
+                continue
             stage_folder = folder.stage(stage.index, stage.label)
+            fingerprint = stage_fingerprint(fingerprint, ctx.model_digest, ctx.settings, stage.train_tasks)
             if stale:
                 stage_folder.invalidate()
             method.enter_stage(ctx, stage)
-            record = reload_stage(ctx, method, stage, stage_folder)
+            record = reload_stage(ctx, method, stage, stage_folder, fingerprint)
             if record is None:
-                record = train_and_evaluate(ctx, method, stage, stage_folder, rows)
+                record = train_and_evaluate(ctx, method, stage, stage_folder, rows, fingerprint)
                 stale = True
+            elif uses_forward_transfer(ctx, method) and record.get("next_task_before_training") is None:
+                record = score_next_task(ctx, method, stage, stage_folder, record)  # a run that grew a task
             rows.append(record["row"])
             timings.append(record["timings"])
             before.append(record.get("next_task_before_training"))
@@ -81,7 +92,12 @@ def run(cfg: RunConfig, force: bool = False) -> dict:
 
 
 def train_and_evaluate(
-    ctx: RunContext, method: Method, stage: Stage, folder: StageFolder, rows: list[list[float]]
+    ctx: RunContext,
+    method: Method,
+    stage: Stage,
+    folder: StageFolder,
+    rows: list[list[float]],
+    fingerprint: Fingerprint,
 ) -> dict:
     """One stage: train what the method trains, evaluate every task seen so far, save."""
     cfg = ctx.cfg
@@ -136,6 +152,7 @@ def train_and_evaluate(
         "n_truncated": sum(
             e.truncated for t in stage.train_tasks for e in ctx.train_sets[t.name] + ctx.test_sets[t.name]
         ),
+        "fingerprint": fingerprint.to_dict(),
     }
     report = method.stage_report(ctx, stage)
     if report:
@@ -143,6 +160,18 @@ def train_and_evaluate(
     if ctx.main:
         save_stage(ctx, method, stage, folder, record, predictions)
     ctx.accelerator.wait_for_everyone()
+    return record
+
+
+def score_next_task(ctx: RunContext, method: Method, stage: Stage, folder: StageFolder, record: dict) -> dict:
+    """A reused stage that was the last of its run has no score of the next task before training it (FWT):
+    score it now, with the model as the stage left it, and keep it in the stage's record."""
+    if stage.index + 1 >= len(ctx.tasks):
+        return record
+    method.prepare_eval(ctx, stage, stage.index)
+    record = {**record, "next_task_before_training": round(score(ctx, ctx.tasks[stage.index + 1]).accuracy, 4)}
+    if ctx.main:
+        folder.update_record(record)
     return record
 
 
@@ -230,16 +259,31 @@ def save_stage(
         ) from None
 
 
-def reload_stage(ctx: RunContext, method: Method, stage: Stage, folder: StageFolder) -> dict | None:
-    """The stage's record, with its weights and the method's state loaded, if it is complete."""
+def reload_stage(
+    ctx: RunContext, method: Method, stage: Stage, folder: StageFolder, fingerprint: Fingerprint
+) -> dict | None:
+    """The stage's record, with its weights and the method's state loaded, if it is complete and was made by
+    exactly what would make it now (its fingerprint); otherwise None, and a stage made by other settings is
+    named with what changed."""
     record = folder.completed()
     if record is None:
+        return None
+    saved = record.get("fingerprint")
+    if not saved or saved.get("digest") != fingerprint.digest:
+        log.warning(
+            "task %d (%s) in %s was made by other settings (%s): training it again, and every later task",
+            stage.index,
+            stage.label,
+            folder.path,
+            what_changed(saved, fingerprint),
+        )
+        folder.invalidate()
         return None
     log.info("task %d (%s) already complete in %s: reusing it", stage.index, stage.label, folder.path)
     if method.trains == "adapter":
         load_adapter_weights(ctx.model, method.adapter(stage), folder.adapter)
     else:
-        ctx.model.load_state_dict(load_safetensors_dir(folder.model), strict=False)
+        load_model_weights(ctx.model, folder.model)
     if folder.state.is_file():
         method.load_state_dict(load_file(str(folder.state)))
     return record
@@ -251,7 +295,8 @@ def reload_stage(ctx: RunContext, method: Method, stage: Stage, folder: StageFol
 def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     """Method, data, model, the machine's choices and the run folder; bad input fails before any writing."""
     method = get_method(cfg.method, cfg.options)
-    tasks = load_tasks(cfg.tasks, cfg.data, cfg.seed)
+    start = past_from_export(cfg) if cfg.start_from else None
+    tasks = load_tasks([*start["task_entries"], *cfg.tasks] if start else cfg.tasks, cfg.data, cfg.seed)
     trackers = ["tensorboard"] if cfg.log.tensorboard else []
     folder = RunFolder(cfg.output_dir)
     if trackers:
@@ -286,12 +331,18 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
         train_cfg=replace(cfg.train, mixed_precision=precision.value, max_batch_tokens=cap.value),
         base_path=model.name_or_path,
         choices={"dtype": dtype, "mixed_precision": precision, "max_batch_tokens": cap},
+        start=start,
     )
     method.setup(ctx)  # a method may choose too (past.fold for the weights' dtype)
+    if start:
+        method.adopt_export(ctx, cfg.start_from, len(start["task_entries"]))
     ctx.choices["kernel_cache"] = kernel_cache
     for key, choice in ctx.choices.items():
         log.info("%s: %s (%s)", key, choice.value, choice.reason)
-    ctx.deviations = protocol_deviations(cfg, resolved_config(ctx), tasks, model.config, unread_sections(cfg.method))
+    resolved = resolved_config(ctx)
+    ctx.deviations = protocol_deviations(cfg, resolved, tasks, model.config, unread_sections(cfg.method))
+    ctx.settings = run_settings(resolved, unread_sections(cfg.method))
+    ctx.model_digest = checkpoint_digest(cfg.model) + (ExportFolder(cfg.start_from).digest() if start else "")
     if accelerator.is_main_process:
         stall_point("prepare_folder")
         folder.prepare(config_to_dict(cfg), force)
@@ -299,6 +350,23 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     if trackers:
         accelerator.init_trackers("tensorboard")
     return ctx, method, folder
+
+
+def past_from_export(cfg: RunConfig) -> dict:
+    """The info of ``start_from``'s export, checked against this run: same model, no task trained twice."""
+    info = ExportFolder(cfg.start_from).past_for_new_tasks()
+    if info["model"] != cfg.model:
+        raise OloraError(
+            f"start_from={cfg.start_from!r} was trained on model={info['model']}: set model={info['model']}"
+        )
+    info["task_entries"] = [TaskSpec(**t) if isinstance(t, dict) else t for t in info["task_entries"]]
+    past = [t.name if isinstance(t, TaskSpec) else t for t in info["task_entries"]]
+    again = [task_name(t) for t in cfg.tasks if task_name(t) in past]
+    if again:
+        raise OloraError(
+            f"tasks {again} are already in start_from={cfg.start_from!r} ({', '.join(past)}): list only new tasks"
+        )
+    return info
 
 
 def resolved_config(ctx: RunContext) -> dict:
@@ -373,6 +441,7 @@ def summarize_run(
         "num_processes": ctx.accelerator.num_processes,
         "versions": versions(),
         "config": config_to_dict(cfg),
+        "start_from": cfg.start_from,
     }
     if base is not None:
         before = before[: len(tasks)]

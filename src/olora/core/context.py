@@ -34,6 +34,9 @@ class RunContext:
     base_path: str
     choices: dict[str, Choice] = field(default_factory=dict)
     deviations: list[str] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # what determines a stage besides its tasks (fingerprints)
+    model_digest: str = ""  # the sha256 of the model's checkpoint files (and of start_from's adapter)
+    start: dict | None = None  # start_from's export info: its tasks are the run's first, frozen, stages
 
     @property
     def device(self) -> torch.device:

@@ -125,3 +125,30 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
             raise OloraError("the tokenizer has neither a pad nor an eos token: add one to the checkpoint")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def checkpoint_digest(name: str) -> str:
+    """sha256 over a checkpoint's config and weight files (names and contents): what a model= name stood for
+    when a stage trained, so a stage is never reused on other weights under the same name. Hashed once per
+    file version (path, size, mtime) in a process."""
+    path = Path(resolve_model_path(name))
+    if not path.is_dir():  # a hub id: the snapshot folder of the hub cache
+        from transformers.utils import cached_file
+
+        path = Path(cached_file(name, "config.json")).parent
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    key = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files) + (str(path),)
+    if key not in _DIGESTS:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update(p.name.encode())
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]

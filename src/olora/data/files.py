@@ -43,6 +43,10 @@ def _rows(source: str, split: str, spec: TaskSpec) -> list[dict]:
                 f"{where}: file {source!r} does not exist (relative paths are relative to the config file): "
                 "fix the path"
             )
+        if path.stat().st_size == 0 or (
+            path.suffix.lower() != ".parquet" and not path.read_text(errors="replace").strip()
+        ):
+            raise OloraError(f"{where}: {source!r} is empty: a split needs records")
         if path.suffix.lower() not in BUILDERS:
             raise OloraError(
                 f"{where}: {source!r} has an unknown format {path.suffix!r}: use .jsonl, .json, .csv, .parquet "

@@ -34,6 +34,7 @@ from olora.core.context import RunContext
 from olora.core.train import TrainingHooks
 from olora.data.encoding import Encoded
 from olora.data.tasks import Task
+from olora.errors import OloraError
 
 
 @dataclass
@@ -84,6 +85,14 @@ class Method:
 
     def setup(self, ctx: RunContext) -> None:
         """Once, after the model is loaded."""
+
+    def adopt_export(self, ctx: RunContext, folder: str, n_tasks: int) -> None:
+        """Take an exported adapter (the sum of ``n_tasks`` task adapters) as the frozen past of this run
+        (``start_from``): the run's stages 0..n_tasks-1 are that export's tasks and are not trained."""
+        raise OloraError(
+            f"method={self.name} cannot start from an exported adapter: use a task-adapter method (olora, inclora, "
+            "nlora, ella, olora_proj), or grow the run itself (olora run with its config and more tasks)"
+        )
 
     def enter_stage(self, ctx: RunContext, stage: Stage) -> None:
         """Before the stage trains or is reloaded."""

@@ -55,18 +55,58 @@ class ReplayOptions:
 
 
 class Replay:
-    """Replay: a bounded memory of ``replay.per_task`` seeded examples of each past task is mixed into every
-    later task (a pure function of the data, so a resumed run rebuilds it)."""
+    """Replay: a bounded memory of replay.per_task seeded examples of each past task is mixed into every
+    later task. Each task's share is drawn when the task ends and kept in the method's state (saved with the
+    stage), so a run that grows by a task needs no earlier task's training data."""
 
     sections = ("replay",)
 
+    def __init__(self, options: dict) -> None:
+        super().__init__(options)
+        self.memory: dict[int, list[Encoded]] = {}  # task index -> its remembered examples
+
     def training_data(self, ctx: RunContext, stage: Stage) -> list[Encoded]:
         data = super().training_data(ctx, stage)
-        if stage.index == 0:
-            return data
-        past = [ctx.train_sets[t.name] for t in ctx.tasks[: stage.index]]
-        seeds = [derive_seed(ctx.cfg.seed, "replay", j) for j in range(stage.index)]
-        return data + replay_memory(past, self.replay.per_task, seeds)
+        return data + [ex for j in range(stage.index) for ex in self.remembered(ctx, j)]
+
+    def remembered(self, ctx: RunContext, j: int) -> list[Encoded]:
+        """Task j's share of the memory (drawn from its training data if an older run did not keep it)."""
+        if j not in self.memory:
+            seed = derive_seed(ctx.cfg.seed, "replay", j)
+            self.memory[j] = replay_memory([ctx.train_sets[ctx.tasks[j].name]], self.replay.per_task, [seed])
+        return self.memory[j]
+
+    def end_training(self, ctx: RunContext, stage: Stage) -> None:
+        super().end_training(ctx, stage)
+        for task in stage.train_tasks:
+            self.remembered(ctx, [t.name for t in ctx.tasks].index(task.name))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = dict(super().state_dict())
+        for j, examples in self.memory.items():
+            state.update(_pack(f"replay.{j}", examples))
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        super().load_state_dict({k: v for k, v in state.items() if not k.startswith("replay.")})
+        indices = {int(k.split(".")[1]) for k in state if k.startswith("replay.")}
+        self.memory = {j: _unpack(f"replay.{j}", state) for j in sorted(indices)}
+
+
+def _pack(prefix: str, examples: list[Encoded]) -> dict[str, torch.Tensor]:
+    """Token ids of ``examples`` as four flat tensors (safetensors holds no ragged lists)."""
+    return {
+        f"{prefix}.prompt": torch.tensor([i for e in examples for i in e.prompt_ids], dtype=torch.long),
+        f"{prefix}.prompt_len": torch.tensor([len(e.prompt_ids) for e in examples], dtype=torch.long),
+        f"{prefix}.target": torch.tensor([i for e in examples for i in e.target_ids], dtype=torch.long),
+        f"{prefix}.target_len": torch.tensor([len(e.target_ids) for e in examples], dtype=torch.long),
+    }
+
+
+def _unpack(prefix: str, state: dict[str, torch.Tensor]) -> list[Encoded]:
+    prompts = torch.split(state[f"{prefix}.prompt"], state[f"{prefix}.prompt_len"].tolist())
+    targets = torch.split(state[f"{prefix}.target"], state[f"{prefix}.target_len"].tolist())
+    return [Encoded(p.tolist(), t.tolist()) for p, t in zip(prompts, targets, strict=True)]
 
 
 def replay_memory(past: list[list[Encoded]], per_task: int, seeds: list[int]) -> list[Encoded]:

@@ -35,6 +35,7 @@ from olora.core.adapters import lora_layers
 from olora.core.context import RunContext
 from olora.core.train import TrainingHooks
 from olora.data.encoding import Encoded, collate_train
+from olora.errors import OloraError
 from olora.methods.base import Stage
 from olora.methods.registry import register
 from olora.methods.units import TaskAdapters
@@ -81,6 +82,12 @@ class InfLoRA(TaskAdapters):
     def __init__(self, options: dict) -> None:
         super().__init__(options)
         self.basis: dict[str, torch.Tensor] = {}  # layer name -> M [d, k], orthonormal columns
+
+    def adopt_export(self, ctx: RunContext, folder: str, n_tasks: int) -> None:
+        raise OloraError(
+            "method=inflora cannot start from an exported adapter: an export does not carry the input basis of its "
+            "tasks; grow the run itself (olora run with its config and more tasks)"
+        )
 
     def begin_training(self, ctx: RunContext, stage: Stage) -> TrainingHooks:
         hooks = super().begin_training(ctx, stage)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+from peft import PeftModel
 
 from olora.config import check, register_options
 from olora.core.adapters import (
@@ -128,8 +129,11 @@ class TaskAdapters(Method):
     sections = ("past",)
     FOLDED = "past_folded"
 
+    EXPORTED = "exported"
+
     def __init__(self, options: dict) -> None:
         super().__init__(options)
+        self.exported_tasks = 0  # stages that an exported adapter (start_from) stands for
         self.names: list[str] = []  # task adapters so far, in order
         self.merged: list[str] = []  # those added into the base weights
         self.folded: list[str] = []  # those summed into FOLDED
@@ -153,7 +157,15 @@ class TaskAdapters(Method):
     def adapter(self, stage: Stage) -> str:
         return adapter_name(stage.index, stage.label)
 
+    def adopt_export(self, ctx: RunContext, folder: str, n_tasks: int) -> None:
+        """The exported adapter (A's of its tasks stacked by rows, B's by columns with their scaling, as the
+        official code stores its past) runs frozen as one past adapter, and the penalty reads its lora_A."""
+        ctx.model = PeftModel.from_pretrained(ctx.model, folder, adapter_name=self.EXPORTED, is_trainable=False)
+        self.names, self.exported_tasks = [self.EXPORTED], n_tasks
+
     def enter_stage(self, ctx: RunContext, stage: Stage) -> None:
+        if stage.index < self.exported_tasks:
+            return  # the exported adapter stands for this task
         name = self.adapter(stage)
         ensure_adapter(ctx, name, stage.index)
         if name not in self.names:

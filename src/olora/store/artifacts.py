@@ -10,10 +10,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
 from peft import PeftModel
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
+from olora.errors import OloraError
 from olora.store.io import replace_dir
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -36,6 +38,19 @@ def load_safetensors_dir(folder: Path) -> dict:
     for path in sorted(Path(folder).glob("*.safetensors")):
         state.update(load_file(str(path)))
     return state
+
+
+def load_model_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Load a whole model saved with ``save_pretrained`` into ``model``; every key must fit (a tied weight
+    that the checkpoint leaves out excepted), or a one-line error names the keys that do not."""
+    result = model.load_state_dict(load_safetensors_dir(folder), strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    missing = [k for k in result.missing_keys if k not in tied]
+    if missing or result.unexpected_keys:
+        raise OloraError(
+            f"{str(folder)!r} does not fit the model (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}): "
+            "it was saved from another model; delete that stage folder to train it again"
+        )
 
 
 def load_adapter_weights(model: PeftModel, name: str, folder: Path) -> None:

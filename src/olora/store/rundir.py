@@ -66,6 +66,11 @@ class StageFolder:
     def finish(self, record: dict, predictions: list[dict]) -> None:
         """Write the record and predictions, then the manifest of everything the stage holds."""
         atomic_write_jsonl(self.predictions, predictions)
+        self.update_record(record)
+        shutil.rmtree(self.checkpoint, ignore_errors=True)
+
+    def update_record(self, record: dict) -> None:
+        """Rewrite task.json and the manifest (a reused stage that gained a number)."""
         atomic_write_json(self.record, record)
         files = [
             str(p.relative_to(self.path))
@@ -75,7 +80,6 @@ class StageFolder:
             and not any(part.startswith(".") or part == "checkpoint" for part in p.relative_to(self.path).parts)
         ]
         write_manifest(self.path, files)
-        shutil.rmtree(self.checkpoint, ignore_errors=True)
 
 
 class RunFolder:
@@ -93,18 +97,29 @@ class RunFolder:
         return StageFolder(self.root, index, label)
 
     def prepare(self, config: dict[str, Any], force: bool) -> None:
-        """Create the folder, or check that an existing one was made by the same config (resume)."""
+        """Create the folder, or check that an existing one holds a run of the same config (resume) or of the
+        same config with fewer tasks (a run that grows by the new tasks). Whatever is reused, a stage is only
+        reused if its fingerprint matches (olora.store.fingerprint); ``force`` accepts other settings, and the
+        stages they change are trained again."""
         out = self.root
         if out.exists() and not out.is_dir():
             raise OloraError(f"output_dir {str(out)!r} is a file: choose a folder path")
-        if self.config.is_file() and not force:
-            diff = self.config_changes(config)
-            if diff:
+        if self.config.is_file():
+            changes, tasks = self.config_changes(config), self.task_changes(config)
+            if changes and not force:
                 raise OloraError(
-                    f"output_dir {str(out)!r} holds a run with a different config ({', '.join(diff)}): "
-                    "use another output_dir, or --force to continue it with the new config"
+                    f"output_dir {str(out)!r} holds a run with a different config ({'; '.join(changes)}"
+                    f"{'; tasks: ' + tasks if tasks else ''}): use another output_dir, or --force to continue it "
+                    "(every task those settings change is trained again)"
                 )
-        elif out.is_dir() and any(out.iterdir()) and not self.config.is_file() and not force:
+            if tasks and not tasks.startswith("+") and not force:
+                raise OloraError(
+                    f"output_dir {str(out)!r} holds a run of other tasks ({tasks}): a run can only grow by tasks "
+                    "after its own; use another output_dir, or --force to retrain from the first change"
+                )
+            if tasks:
+                log.info("%s: the run's tasks change: %s", out, tasks)
+        elif out.is_dir() and any(out.iterdir()) and not force:
             raise OloraError(f"output_dir {str(out)!r} is not empty and is not an olora run: choose another")
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -115,15 +130,45 @@ class RunFolder:
             raise OloraError(f"output_dir {str(out)!r} is not writable ({exc.strerror}): choose another") from None
         atomic_write_text(self.config, yaml.safe_dump(config, sort_keys=False))
 
+    def saved_config(self) -> dict:
+        if not self.config.is_file():
+            return {}
+        return yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+
     def config_changes(self, config: dict[str, Any]) -> list[str]:
         """``key: saved -> new`` for each setting where ``config`` differs from the folder's config.yaml
-        ([] if it has none). ``output_dir`` is left out: a moved folder holds the same run."""
+        ([] if it has none). ``output_dir`` is left out (a moved folder holds the same run), and so is the
+        task list (``task_changes``)."""
         if not self.config.is_file():
             return []
-        old = flatten(yaml.safe_load(self.config.read_text(encoding="utf-8")) or {})
-        new = flatten(config)
-        keys = sorted(k for k in old.keys() | new.keys() if k != "output_dir" and old.get(k) != new.get(k))
+        old, new = flatten(self.saved_config()), flatten(config)
+        ignored = ("output_dir", "tasks")
+        keys = sorted(k for k in old.keys() | new.keys() if k not in ignored and old.get(k) != new.get(k))
         return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+
+    def task_changes(self, config: dict[str, Any]) -> str:
+        """How the task list differs from the saved one, briefly: ``+[c, d]`` (added after the run's own),
+        ``-[b]`` (removed), ``changed: a`` (same name, other definition), ``reordered``; '' if equal."""
+        old, new = self.saved_config().get("tasks") or [], config.get("tasks") or []
+        if not self.config.is_file() or old == new:
+            return ""
+        name = lambda t: t["name"] if isinstance(t, dict) else str(t)  # noqa: E731
+        old_names, new_names = [name(t) for t in old], [name(t) for t in new]
+        if new[: len(old)] == old:
+            return f"+[{', '.join(new_names[len(old) :])}]"
+        parts = []
+        added = [n for n in new_names if n not in old_names]
+        removed = [n for n in old_names if n not in new_names]
+        changed = [n for n in new_names if n in old_names and old[old_names.index(n)] != new[new_names.index(n)]]
+        if added:
+            parts.append(f"added [{', '.join(added)}]")
+        if removed:
+            parts.append(f"removed [{', '.join(removed)}]")
+        if changed:
+            parts.append(f"changed [{', '.join(changed)}]")
+        if not parts:
+            parts.append("reordered")
+        return ", ".join(parts)
 
     def write_progress(self, progress: dict) -> None:
         atomic_write_json(self.progress, progress)

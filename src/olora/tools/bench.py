@@ -86,7 +86,9 @@ def run_grid(
                 cfg = load_config(config, cell)
                 method_class(method)
                 cells.append((folder, cfg))
-                changes = RunFolder(folder).config_changes(config_to_dict(cfg))
+                saved, tree = RunFolder(folder), config_to_dict(cfg)
+                tasks = saved.task_changes(tree)
+                changes = saved.config_changes(tree) + ([f"tasks: {tasks}"] if tasks else [])
                 if changes:
                     changed[folder] = changes
     if changed and run_missing:

@@ -23,11 +23,10 @@ from safetensors.torch import load_file, save_file
 
 from olora.errors import OloraError
 from olora.methods import get_method, method_class
-from olora.store.artifacts import ADAPTER_WEIGHTS, load_safetensors_dir
+from olora.store.artifacts import ADAPTER_WEIGHTS, load_model_weights
+from olora.store.exports import EXPORT_INFO
 from olora.store.io import atomic_write_json, replace_dir
 from olora.store.rundir import RunFolder, StageFolder
-
-EXPORT_INFO = "olora_export.json"
 
 
 def answering_stages(run: RunFolder, results: dict, task: int | None = None) -> list[StageFolder]:
@@ -58,6 +57,8 @@ def concat_adapter_files(folders: list[Path]) -> tuple[dict[str, torch.Tensor], 
 
 
 def _export_info(run: RunFolder, results: dict, fmt: str) -> dict:
+    """What a later run needs (olora.store.exports): to rebuild prompts, to load the tasks' data again and
+    score them, and the accuracy matrix the exported adapters reached."""
     tasks = [t for r in run.stage_records() for t in r["tasks"]]
     return {
         "format": fmt,
@@ -65,7 +66,11 @@ def _export_info(run: RunFolder, results: dict, fmt: str) -> dict:
         "method": results["method"],
         "model": results["config"]["model"],
         "tasks": tasks,
+        "task_entries": results["config"]["tasks"],
         "data": results["config"]["data"],
+        "matrix": results["matrix"],
+        "metrics": results.get("metrics"),
+        "seed": results["seed"],
         "dtype": run_dtype(results),
     }
 
@@ -83,8 +88,10 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    rank = None
     if fmt == "adapter":
         state, config = concat_adapter_files([stage.adapter for stage in stages])
+        rank = config["r"]
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / ADAPTER_WEIGHTS))
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     else:
@@ -92,12 +99,32 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     atomic_write_json(tmp / EXPORT_INFO, _export_info(run, results, fmt))
-    (tmp / "README.md").write_text(model_card(results, fmt), encoding="utf-8")
+    (tmp / "README.md").write_text(model_card(results, fmt, rank), encoding="utf-8")
     replace_dir(tmp, out)
     return out
 
 
-def model_card(results: dict, fmt: str) -> str:
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM's --max-lora-rank accepts
+
+
+def serving_note(fmt: str, rank: int | None, base: str) -> str:
+    """How to serve the export with vLLM: an adapter of rank r·T needs --max-lora-rank ≥ r·T (and no bias,
+    DoRA or rsLoRA, which olora never sets); a merged checkpoint needs nothing."""
+    if fmt != "adapter":
+        return "Serve it as any checkpoint, e.g. `vllm serve <this folder>`."
+    fits = [r for r in VLLM_LORA_RANKS if r >= (rank or 0)]
+    if not fits:
+        return (
+            f"This adapter has rank {rank}, above vLLM's largest --max-lora-rank ({VLLM_LORA_RANKS[-1]}): serve the "
+            "merged export (`olora export RUN --format merged`) instead."
+        )
+    return (
+        f"Serve it with vLLM as a LoRA of rank {rank} (the task adapters stacked): `vllm serve {base} --enable-lora "
+        f"--lora-modules olora=<this folder> --max-lora-rank {fits[0]}`; no bias, DoRA or rsLoRA is set."
+    )
+
+
+def model_card(results: dict, fmt: str, rank: int | None = None) -> str:
     """A Hugging Face model card (YAML metadata + Markdown) for the exported folder, so it can be
     published as it is: base model, the task sequence, the accuracy matrix, AA/BWT, how it was made."""
     from olora import __version__
@@ -147,6 +174,8 @@ def model_card(results: dict, fmt: str) -> str:
             f"Made with: `{command}` (full config in `olora_export.json`'s source run). "
             "Prompts follow the run's template; `olora predict <this folder> --task <name> --text ...` rebuilds them.",
             "",
+            serving_note(fmt, rank, meta["base_model"]),
+            "",
             "```python",
             "from peft import PeftModel" if fmt == "adapter" else "",
             "from transformers import AutoModelForCausalLM  # AutoModelForSeq2SeqLM for T5",
@@ -174,7 +203,7 @@ def answering_model(run: RunFolder, results: dict, task: int | None = None):
     base, tokenizer = load_model(results["config"]["model"], run_dtype(results))
     stages = answering_stages(run, results, task)
     if method_class(results["method"]).trains == "model":
-        base.load_state_dict(load_safetensors_dir(stages[-1].model), strict=False)
+        load_model_weights(base, stages[-1].model)
         return base, tokenizer
     state, config = concat_adapter_files([stage.adapter for stage in stages])
     with tempfile.TemporaryDirectory() as folder:

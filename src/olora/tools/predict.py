@@ -14,8 +14,9 @@ from olora.core.models import is_seq2seq, load_model
 from olora.data.encoding import Encoded, PromptEncoder
 from olora.data.tasks import Task
 from olora.errors import OloraError
+from olora.store.exports import ExportFolder
 from olora.store.rundir import RunFolder
-from olora.tools.export import EXPORT_INFO, answering_model
+from olora.tools.export import answering_model
 
 
 def _tasks(defs: list[dict], name: str | None) -> list[Task]:
@@ -32,8 +33,8 @@ def load_for_inference(path: Path, task_name: str | None) -> tuple[torch.nn.Modu
     """(model, tokenizer, tasks, data config) for a run folder or an ``olora export`` folder; ``tasks`` is
     the named task, or every task of the run when ``task_name`` is None (task-free inference)."""
     path = Path(path)
-    if (path / EXPORT_INFO).is_file():
-        info = json.loads((path / EXPORT_INFO).read_text(encoding="utf-8"))
+    if ExportFolder(path).is_export():
+        info = ExportFolder(path).info()
         tasks = _tasks(info["tasks"], task_name)
         if info["format"] == "merged":
             model, tokenizer = load_model(str(path), info["dtype"])
@@ -63,8 +64,8 @@ def read_inputs(path: Path) -> list[str]:
         except json.JSONDecodeError as exc:
             raise OloraError(f"{str(path)!r} line {n} is not JSON ({exc.msg}): one object per line") from None
         text = next((row[k] for k in ("input", "sentence", "text") if isinstance(row, dict) and k in row), None)
-        if not isinstance(text, str):
-            raise OloraError(f"{str(path)!r} line {n}: needs a string field 'input' (or 'sentence', 'text')")
+        if not isinstance(text, str) or not text.strip():
+            raise OloraError(f"{str(path)!r} line {n}: needs a non-empty string 'input' (or 'sentence', 'text')")
         texts.append(text)
     if not texts:
         raise OloraError(f"input file {str(path)!r} has no inputs")
