@@ -226,3 +226,15 @@ def test_an_exported_adapter_fits_vllm(tiny_dirs, tmp_path):
     assert not config.get("use_dora") and not config.get("use_rslora")
     card = (tmp_path / "exp" / "README.md").read_text()
     assert "--enable-lora" in card and "--max-lora-rank 32" in card
+
+
+def test_olora_add_grows_a_run_as_the_longer_command_does(tiny_dirs, tmp_path):
+    from olora.api import grow
+
+    model = tiny_dirs["llama"]
+    longer = cli_run(model, tmp_path / "longer", *COMMON, tasks=THREE)
+    cli_run(model, tmp_path / "added", *COMMON, tasks=TWO)
+    assert main(["add", str(tmp_path / "added"), "helpline"]) == 0
+    assert json.loads((tmp_path / "added" / "results.json").read_text())["matrix"] == longer["matrix"]
+    cli_run(model, tmp_path / "api", *COMMON, tasks="[sentiment]")
+    assert grow(tmp_path / "api", ["newsdesk", "helpline"])["matrix"] == longer["matrix"]

@@ -4,6 +4,8 @@
     results = run("examples/own_tasks/sequence.yaml", {"train.epochs": 2, "output_dir": "runs/nb"})
     results["matrix"], results["aa"], results["bwt"]
 
+``grow(run_dir, ["yelp"])`` adds tasks to a finished run (only they train; olora.runner reuses the rest).
+
 ``run`` takes a YAML path, a packaged config name (``"demo"``), a ``RunConfig``, or nothing (the
 defaults), plus overrides as ``{"dotted.key": value}`` or ``["dotted.key=value", ...]``; it returns the
 dict that ``results.json`` holds. ``load_config`` is the same resolution without running.
@@ -42,3 +44,25 @@ def run(
     from olora.runner import run as run_sequence
 
     return run_sequence(load_config(config, overrides), force=force)
+
+
+def grow(
+    run_dir: str | Path, tasks: list[str | dict], overrides: dict | list | None = None, force: bool = False
+) -> dict[str, Any]:
+    """Add ``tasks`` (names, or task mappings as in a YAML file) after a finished or partly finished run's
+    own and run it: only the new tasks train, every task is scored after each; returns the grown results."""
+    import tempfile
+
+    from olora.errors import OloraError
+    from olora.runner import run as run_sequence
+
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise OloraError(f"{str(run_dir)!r} holds no olora run (no config.yaml): give a run folder")
+    tree = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    tree["tasks"] = [*(tree.get("tasks") or []), *tasks]
+    with tempfile.TemporaryDirectory() as scratch:
+        grown = Path(scratch) / "config.yaml"  # the saved config's paths are absolute: it reads the same here
+        grown.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
+        cfg = load_config(grown, overrides)
+    return run_sequence(cfg, force=force)

@@ -1,6 +1,6 @@
 """olora: continual fine-tuning of language models with O-LoRA and the methods that came after it.
 
-Commands: run, config, methods, demo, bench, show, report, export, predict, perf (``olora COMMAND -h``).
+Commands: run, add, config, methods, demo, bench, show, report, export, predict, perf (``olora COMMAND -h``).
 Bad input ends with one line on stderr (``olora: error: ...``) and exit code 2.
 """
 
@@ -80,6 +80,22 @@ def cmd_run(ns: argparse.Namespace) -> int:
     for line in (results.get("protocol") or {}).get("deviations", []):
         print(f"deviation: {line}")
     print(f"results: {Path(cfg.output_dir) / 'results.json'}")
+    return 0
+
+
+def cmd_add(ns: argparse.Namespace) -> int:
+    """Grow a finished run by tasks (names): ``olora add RUN yelp [key=value ...]``."""
+    from olora.api import grow
+    from olora.tools.report import format_matrix, format_summary
+
+    tasks = [a for a in ns.args if "=" not in a]
+    overrides = [a for a in ns.args if "=" in a]
+    if not tasks:
+        raise OloraError("olora add needs at least one task name after the run folder, e.g. olora add RUN yelp")
+    results = grow(ns.run, tasks, overrides, force=ns.force)
+    print(format_matrix(results["tasks"], results["matrix"]))
+    print(format_summary(results))
+    print(f"results: {Path(ns.run) / 'results.json'}")
     return 0
 
 
@@ -244,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs="*", help="optional config file, then key=value overrides")
     p.add_argument("--force", action="store_true", help="continue a run dir made with another config")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "add",
+        help="grow a finished run by tasks: only they train",
+        description="olora add RUN TASK [TASK ...] [key=value ...]",
+    )
+    p.add_argument("run", help="the run folder")
+    p.add_argument("args", nargs="+", help="new task names (data.dir or built-in), then key=value overrides")
+    p.add_argument("--force", action="store_true", help="accept other settings (the stages they change retrain)")
+    p.set_defaults(func=cmd_add)
 
     p = sub.add_parser(
         "config",
