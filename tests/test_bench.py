@@ -59,6 +59,7 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys, monkey
     assert "Produced by `olora bench`" in text and "dbpedia → amazon → yelp → agnews" in text
     assert "NOT the paper's split" in text and "train.batch_size=8 (official: 64)" in text
     assert "yelp replaces yahoo" in text  # the proxy's deviations from the standard protocol are listed
+    assert "4.0/4 ⚠ mostly not learned" in text  # a tiny random model: every cell measured nothing
     assert "| 1 | olora − seqlora | 2 |" in text and "Standard error of a mean over seeds" in text
     first = (out / "proxy-order1" / "olora" / "seed1" / "results.json").read_text()  # its wall_s is a run's own
     monkeypatch.setattr(olora.runner, "train_task", _no_training)

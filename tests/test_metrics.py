@@ -55,3 +55,24 @@ def test_mean_std_and_paired_difference():
     assert t95(30) == pytest.approx(2.042, rel=0.01) and t95(1000) == pytest.approx(1.962, rel=0.01)
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_difference([1.0], [])
+
+
+def test_a_task_learned_no_better_than_chance_is_flagged():
+    from olora.core.metrics import chance_band, not_learned
+
+    # 4 labels, 200 test examples: chance 25 %, standard error √(.25·.75/200) = 3.06 points → band 31.1
+    assert chance_band(4, 200) == pytest.approx(25 + 2 * 100 * (0.25 * 0.75 / 200) ** 0.5)
+    matrix = [[31.0], [80.0, 90.0], [70.0, 85.0, 12.0]]
+    assert not_learned(matrix, [4, 2, 14], [200, 200, 210]) == [0]  # 90 > 57.1; 12 > 7.1 + 3.5 = 10.6
+    assert not_learned(matrix, [4, None, 0], [200, 200, 210]) == [0]  # free-form tasks are never flagged
+    assert not_learned([[32.0]], [4], [200]) == []
+
+
+def test_a_run_says_which_tasks_it_did_not_learn(tiny_dirs, tmp_path, capsys):
+    from conftest import run_args
+    from olora.cli import main
+
+    assert main(run_args(tiny_dirs["llama"], tmp_path / "run")) == 0  # a random tiny model learns nothing
+    out = capsys.readouterr().out
+    assert "NOT LEARNED (2 of 2)" in out and "chance 50" in out
+    assert main(["show", str(tmp_path / "run")]) == 0 and "NOT LEARNED" in capsys.readouterr().out

@@ -23,7 +23,7 @@ from olora import __version__
 from olora.config import RunConfig, TaskSpec, config_to_dict, task_name
 from olora.core.context import RunContext
 from olora.core.evaluate import answer_budget, evaluate_task
-from olora.core.metrics import forward_transfer, summarize
+from olora.core.metrics import forward_transfer, not_learned, summarize
 from olora.core.models import checkpoint_digest, is_seq2seq, load_model
 from olora.core.resources import bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
 from olora.core.train import autocast, train_task
@@ -413,6 +413,7 @@ def summarize_run(
     started: float,
 ) -> dict:
     tasks, cfg = ctx.tasks, ctx.cfg
+    labels, n_test = [len(t.labels) for t in tasks], [len(t.test) for t in tasks]
     results = {
         "status": "complete",
         "method": cfg.method,
@@ -426,6 +427,9 @@ def summarize_run(
         "metrics": [t.metric for t in tasks],  # what each column of the matrix scores
         "matrix": matrix,
         **summarize(matrix),
+        "labels_per_task": labels,
+        "n_test_per_task": n_test,
+        "not_learned": [tasks[j].name for j in not_learned(matrix, labels, n_test)],  # the diagonal at chance
         "fwt": None,
         "protocol": (
             {"benchmark": cfg.benchmark, "order": cfg.order, "deviations": ctx.deviations} if cfg.benchmark else None

@@ -60,6 +60,21 @@ def forward_transfer(before: list[float | None], base: list[float]) -> float | N
     return sum(before[j] - base[j] for j in range(1, t)) / (t - 1)
 
 
+def chance_band(labels: int, n_test: int) -> float:
+    """The highest accuracy (%) that guessing among ``labels`` classes reaches within two standard errors on
+    ``n_test`` examples: 100·(p + 2·√(p(1−p)/n)), p = 1/labels."""
+    p = 1 / labels
+    return 100 * (p + 2 * (p * (1 - p) / n_test) ** 0.5)
+
+
+def not_learned(matrix: Matrix, labels: list[int | None], n_test: list[int]) -> list[int]:
+    """The tasks (column indices) whose accuracy right after training them (the diagonal) is within the
+    chance band of their label set: the run measured nothing about them. Free-form tasks (labels None or
+    0) and tasks without test examples are never flagged."""
+    t = _check(matrix)
+    return [j for j in range(t) if labels[j] and n_test[j] and matrix[j][j] <= chance_band(labels[j], n_test[j])]
+
+
 def summarize(matrix: Matrix) -> dict[str, float | None]:
     return {"aa": average_accuracy(matrix), "bwt": backward_transfer(matrix), "forgetting": forgetting(matrix)}
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from olora.config import config_to_dict, load_config
+from olora.core.metrics import not_learned
 from olora.errors import OloraError
 from olora.methods import method_class
 from olora.runner import run
@@ -207,10 +208,26 @@ def summary_rows(results: list[dict]) -> list[dict]:
                 "bwt": _mean_std([r["bwt"] for r in runs]),
                 "forgetting": _mean_std([r["forgetting"] for r in runs]),
                 "final_row": " / ".join(f"{x:.1f}" for x in runs[0]["matrix"][-1]),
+                "not_learned": not_learned_cell(runs),
                 "wall_min": f"{statistics.mean(r['wall_s'] for r in runs) / 60:.1f}",
             }
         )
     return rows
+
+
+NOT_LEARNED_FLAG = "⚠ mostly not learned"
+
+
+def not_learned_cell(runs: list[dict]) -> str:
+    """The mean count over seeds of tasks not learned (accuracy right after training within chance) out of
+    the cell's tasks, flagged when it is most of them: such a cell's AA and BWT measure nothing."""
+    counts = []
+    for r in runs:
+        if "labels_per_task" not in r:  # results of olora < 0.3
+            return "n/a"
+        counts.append(len(not_learned(r["matrix"], r["labels_per_task"], r["n_test_per_task"])))
+    mean, total = statistics.mean(counts), len(runs[0]["tasks"])
+    return f"{mean:.1f}/{total}" + (f" {NOT_LEARNED_FLAG}" if mean > total / 2 else "")
 
 
 def gap_closed(results: list[dict]) -> dict[str, float | None]:
@@ -228,11 +245,11 @@ def gap_closed(results: list[dict]) -> dict[str, float | None]:
     return out
 
 
-COLUMNS = ["order", "method", "seeds", "aa", "bwt", "forgetting", "final_row", "wall_min"]
+COLUMNS = ["order", "method", "seeds", "aa", "bwt", "forgetting", "final_row", "not_learned", "wall_min"]
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| order | method | seeds | AA | BWT | forgetting | final row (per task) | wall (min) |"
+    head = "| order | method | seeds | AA | BWT | forgetting | final row (per task) | not learned | wall (min) |"
     lines = [head, "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
@@ -293,6 +310,12 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
         "",
         *(f"- {k}: {v}" for k, v in tasks.items()),
     ]
+    if any(NOT_LEARNED_FLAG in r["not_learned"] for r in rows):
+        parts += [
+            "",
+            f"{NOT_LEARNED_FLAG}: in these cells most tasks' accuracy right after training is within two standard "
+            "errors of chance (their test size): their AA, BWT and forgetting measure nothing.",
+        ]
     if gaps:
         parts += [
             "",

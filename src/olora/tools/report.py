@@ -28,9 +28,27 @@ def format_matrix(tasks: list[str], matrix: list[list[float]]) -> str:
 
 def format_summary(results: dict) -> str:
     fwt = f"  FWT {_fmt(results['fwt'], 0).strip()}" if results.get("fwt") is not None else ""
-    return (
+    line = (
         f"AA {_fmt(results['aa'], 0).strip()}  BWT {_fmt(results['bwt'], 0).strip()}  "
         f"forgetting {_fmt(results['forgetting'], 0).strip()}{fwt}"
+    )
+    return line + ("\n" + format_not_learned(results) if format_not_learned(results) else "")
+
+
+def format_not_learned(results: dict) -> str:
+    """A warning line naming the tasks whose accuracy right after training is within chance ('' if none)."""
+    names = results.get("not_learned") or []
+    if not names:
+        return ""
+    tasks, matrix = results["tasks"], results["matrix"]
+    parts = []
+    for name in names:
+        j = tasks.index(name)
+        chance = 100 / results["labels_per_task"][j]
+        parts.append(f"{name} {matrix[j][j]:.1f} (chance {chance:.0f})")
+    return (
+        f"NOT LEARNED ({len(names)} of {len(tasks)}): accuracy right after training within two standard errors of "
+        f"chance: {', '.join(parts)}; their columns measure nothing"
     )
 
 
