@@ -60,6 +60,7 @@ def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys, monkey
     assert "NOT the paper's split" in text and "train.batch_size=8 (official: 64)" in text
     assert "yelp replaces yahoo" in text  # the proxy's deviations from the standard protocol are listed
     assert "4.0/4 ⚠ mostly not learned" in text  # a tiny random model: every cell measured nothing
+    assert (out / "aa_bwt.png").stat().st_size > 1000 and (out / "learning_retention.png").stat().st_size > 1000
     assert "| 1 | olora − seqlora | 2 |" in text and "Standard error of a mean over seeds" in text
     first = (out / "proxy-order1" / "olora" / "seed1" / "results.json").read_text()  # its wall_s is a run's own
     monkeypatch.setattr(olora.runner, "train_task", _no_training)
@@ -158,3 +159,17 @@ def test_deviations_not_shared_by_every_method_name_their_methods():
         "model=smollm2 (official: T5-large)",
         "train.lr=0.0001 (official: 0.001) (osf only)",
     ]
+
+
+def test_a_labelled_variant_is_a_column_of_its_own(tiny_dirs, data_dir, tmp_path):
+    out = tmp_path / "bench"
+    args = ["bench", f"model={tiny_dirs['llama']}", f"data.dir={data_dir}", "data.train_per_class=1",
+            "data.test_per_class=1", "train.max_steps=1", "data.max_source_length=240",
+            "olora@paper:olora.orth=paper", "--benchmark", "proxy", "--orders", "1",
+            "--methods", "olora", "olora@paper", "--seeds", "1", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["method"] for r in rows] == ["olora", "olora@paper"]
+    saved = json.loads((out / "proxy-order1" / "olora@paper" / "seed1" / "results.json").read_text())
+    assert saved["method"] == "olora" and saved["config"]["olora"]["orth"] == "paper"
+    assert "| 1 | olora − olora@paper | 1 |" in (out / "table.md").read_text()

@@ -1,8 +1,8 @@
-"""``olora bench``: a grid of methods × orders × seeds, and one comparison table.
+"""``olora bench``: a grid of methods × orders × seeds, and one comparison table with two figures.
 
-An override ``<method>:key=value`` applies to that method's cells only, so that each method runs at its
-own tuned settings (``osf:train.lr=1e-4``: OSF trains the weights' own singular directions and needs a
-smaller learning rate than LoRA).
+A grid column is a method, or a labelled variant ``method@label`` (``olora@paper``) with settings of its
+own. An override ``<column>:key=value`` applies to that column's cells only, so that each method runs at its
+own tuned settings (``osf:train.lr=1e-4``; ``olora@paper:olora.orth=paper``).
 
 Every run is an ordinary ``olora run`` in ``OUT/<benchmark>-order<k>/<method>/seed<s>``; finished runs
 are skipped on re-run, and an interrupted one resumes, but only if it was made with the same config: a cell
@@ -37,16 +37,21 @@ def run_dir(out: Path, benchmark: str, order: str, method: str, seed: int) -> Pa
     return out / f"{benchmark}-order{order}" / method / f"seed{seed}"
 
 
+def method_of(column: str) -> str:
+    """The method a grid column runs: ``olora@paper`` runs ``olora``."""
+    return column.split("@", 1)[0]
+
+
 def split_overrides(overrides: list[str], methods: list[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """The overrides for every cell, and ``{method: its own overrides}`` from those written
-    ``<method>:key=value`` (a ``:`` after the first ``=`` is part of a value, as in ``model=hf:owner/name``)."""
+    """The overrides for every cell, and ``{column: its own overrides}`` from those written
+    ``<column>:key=value`` (a ``:`` after the first ``=`` is part of a value, as in ``model=hf:owner/name``)."""
     common, own = [], {m: [] for m in methods}
     for item in overrides:
         head, colon, rest = item.partition(":")
         if not colon or "=" in head:
             common.append(item)
             continue
-        method_class(head)  # an unknown method name is an error naming it
+        method_class(method_of(head))  # an unknown method name is an error naming it
         if head not in own:
             raise OloraError(f"bench: override {item!r} is for {head!r}, which is not in --methods: add it or drop it")
         own[head].append(rest)
@@ -80,13 +85,13 @@ def run_grid(
                     *own[method],
                     f"benchmark={benchmark}",
                     f"order={order}",
-                    f"method={method}",
+                    f"method={method_of(method)}",
                     f"seed={seed}",
                     f"output_dir={folder}",
                 ]
                 cfg = load_config(config, cell)
-                method_class(method)
-                cells.append((folder, cfg))
+                method_class(method_of(method))
+                cells.append((folder, cfg, method))
                 saved, tree = RunFolder(folder), config_to_dict(cfg)
                 tasks = saved.task_changes(tree)
                 changes = saved.config_changes(tree) + ([f"tasks: {tasks}"] if tasks else [])
@@ -99,7 +104,7 @@ def run_grid(
             f"({'; '.join(changes)}): pass the settings they were run with, choose another --out, or delete "
             "those folders to run them again"
         )
-    for folder, cfg in cells:
+    for folder, cfg, column in cells:
         done = RunFolder(folder).finished_results()
         if done is None and not run_missing:
             log.warning("no finished run in %s: left out of the table", folder)
@@ -110,7 +115,7 @@ def run_grid(
         elif folder in changed:
             log.warning("%s was run with another config (%s)", folder, "; ".join(changed[folder]))
             done = {**done, "config_changes": changed[folder]}
-        results.append(done)
+        results.append({**done, "column": column})
     return results
 
 
@@ -140,7 +145,7 @@ def cells(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
     """The grid's results by (order, method), in the order they came."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in results:
-        groups.setdefault((str(r["config"].get("order")), r["method"]), []).append(r)
+        groups.setdefault((str(r["config"].get("order")), r.get("column") or r["method"]), []).append(r)
     return groups
 
 
@@ -287,12 +292,53 @@ def grid_deviations(results: list[dict]) -> list[str]:
         devs = {
             re.sub(r"^data: (\S+) from ", r"data: \1: ", d) for d in (r.get("protocol") or {}).get("deviations", [])
         }
-        by_method.setdefault(r["method"], set()).update(devs)
+        by_method.setdefault(r.get("column") or r["method"], set()).update(devs)
     out = []
     for d in sorted(set().union(*by_method.values())):
         having = [m for m, devs in by_method.items() if d in devs]
         out.append(d if len(having) == len(by_method) else f"{d} ({', '.join(having)} only)")
     return out
+
+
+def learning(result: dict) -> float:
+    """Mean accuracy on each task right after training it (the diagonal): how well tasks are learned."""
+    matrix = result["matrix"]
+    return statistics.mean(matrix[j][j] for j in range(len(matrix)))
+
+
+def retention(result: dict) -> float | None:
+    """Mean final accuracy on the earlier tasks over their accuracy right after training them, in %."""
+    matrix = result["matrix"]
+    kept = [matrix[-1][j] / matrix[j][j] for j in range(len(matrix) - 1) if matrix[j][j] > 0]
+    return 100 * statistics.mean(kept) if kept else None
+
+
+def grid_figures(results: list[dict], out: Path) -> list[Path]:
+    """Two figures of the grid: AA against BWT, and learning against retention (mean ± std over seeds)."""
+    from olora.core.metrics import mean_std
+    from olora.tools.plots import grid_scatter
+
+    points = []
+    for (order, column), runs in cells(results).items():
+        point = {"label": column, "order": order}
+        for key, values in (
+            ("aa", [r["aa"] for r in runs]),
+            ("bwt", [r["bwt"] for r in runs if r["bwt"] is not None]),
+            ("learning", [learning(r) for r in runs]),
+            ("retention", [v for v in (retention(r) for r in runs) if v is not None]),
+        ):
+            point[key], point[f"{key}_std"] = mean_std(values) if values else (float("nan"), None)
+        points.append(point)
+    figures = [out / "aa_bwt.png", out / "learning_retention.png"]
+    grid_scatter(
+        points, "aa", "bwt", "AA (%)", "BWT (points)", "Average accuracy against backward transfer", figures[0]
+    )
+    grid_scatter(
+        points, "learning", "retention", "learning: accuracy right after training a task (%)",
+        "retention: final accuracy on earlier tasks / right after training them (%)",
+        "Which method keeps old tasks and learns new ones", figures[1],
+    )  # fmt: skip
+    return figures
 
 
 def write_tables(results: list[dict], out: Path, command: str) -> str:
@@ -346,6 +392,8 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
     if deviations:
         parts += ["", "Deviations from the official protocol (from each run's results.json; all cells unless named):"]
         parts += [f"- {d}" for d in deviations]
+    figures = grid_figures(results, out)
+    parts += ["", "Figures: " + ", ".join(f"`{f.name}`" for f in figures) + f" in `{out}`."]
     text = "\n".join(parts) + "\n"
     (out / "table.md").write_text(text, encoding="utf-8")
     return text

@@ -118,3 +118,26 @@ def subspace_heatmap(report: dict, side: str, path: Path) -> None:
         fmt="{:.3f}",
         cmap="magma",
     )
+
+
+def grid_scatter(points: list[dict], x: str, y: str, xlabel: str, ylabel: str, title: str, path: Path) -> None:
+    """One point per grid cell (method and order) at the mean over seeds, with ± one standard deviation as
+    error bars; ``points`` hold ``label``, ``order`` and the mean and std of ``x`` and ``y``."""
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    orders = sorted({p["order"] for p in points})
+    markers = "osD^v"
+    for k, p in enumerate(points):
+        marker = markers[orders.index(p["order"]) % len(markers)]
+        ax.errorbar(
+            p[x], p[y], xerr=p[f"{x}_std"] or 0, yerr=p[f"{y}_std"] or 0, fmt=marker, color=f"C{k % 10}",
+            capsize=3, label=f"{p['label']} (order {p['order']})" if len(orders) > 1 else p["label"],
+        )  # fmt: skip
+        ax.annotate(p["label"], (p[x], p[y]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
