@@ -114,3 +114,20 @@ def test_real_benchmark_tasks(data_dir):
     assert Counter(e.label for e in agnews.train) == {label: 3 for label in agnews.labels}
     assert len(agnews.test) == 8 and agnews.test[0].text.startswith("Title:")
     assert all(e.label != "-" for e in mnli.test) and mnli.task_type == "NLI"
+
+
+def test_per_task_sizes_give_tasks_with_few_and_many_labels_the_same_test_size_and_steps(data_dir):
+    """dbpedia (14 labels) and agnews (4) both get >= 200 test examples, balanced per label; test_per_class
+    still caps, and the held-out validation split is capped the same way (it replaces test)."""
+    data = DataConfig(dir=str(data_dir), train_per_class=2, test_per_task=200, carve_missing=True)
+    dbpedia, agnews = load_tasks(["dbpedia", "agnews"], data, seed=0)
+    assert Counter(e.label for e in dbpedia.test) == {label: 15 for label in dbpedia.labels}  # ceil(200/14)
+    assert Counter(e.label for e in agnews.test) == {label: 50 for label in agnews.labels}
+    capped = load_tasks(["agnews"], DataConfig(dir=str(data_dir), test_per_class=7, test_per_task=200), seed=0)
+    assert len(capped[0].test) == 28
+    valid = DataConfig(dir=str(data_dir), test_per_task=100, eval_split="validation", validation_per_class=30)
+    (agnews,) = load_tasks(["agnews"], valid, seed=0)
+    assert Counter(e.label for e in agnews.test) == {label: 25 for label in agnews.labels}
+    same_steps = DataConfig(dir=str(data_dir), train_per_task=200, carve_missing=True)
+    dbpedia, agnews = load_tasks(["dbpedia", "agnews"], same_steps, seed=0)
+    assert (len(dbpedia.train), len(agnews.train)) == (210, 200)  # 15 x 14 labels, 50 x 4

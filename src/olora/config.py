@@ -76,6 +76,16 @@ class DataConfig:
     )
     train_per_class: int | None = _f(None, "Keep at most this many training examples per label.")
     test_per_class: int | None = _f(None, "Keep at most this many test examples per label.")
+    train_per_task: int | None = _f(
+        None,
+        "Keep about this many training examples per task: ceil(N / labels) per label (and at most "
+        "train_per_class), so tasks with few and many labels train for the same number of steps.",
+    )
+    test_per_task: int | None = _f(
+        None,
+        "Keep about this many test examples per task: ceil(N / labels) per label (and at most test_per_class), "
+        "so tasks with few and many labels get the same standard error.",
+    )
     add_task_name: bool = _f(True, "Prefix prompts with 'Task:<type>' (official protocol).")
     add_dataset_name: bool = _f(True, "Prefix prompts with 'Dataset:<name>' (official protocol).")
     max_source_length: int = _f(512, "Prompt length limit in tokens; only the input text is cut.")
@@ -278,7 +288,7 @@ def _validate(cfg: RunConfig) -> list[str]:
     need(cfg.lora.r > 0, "lora.r", cfg.lora.r, "must be a positive integer")
     need(cfg.lora.alpha > 0, "lora.alpha", cfg.lora.alpha, "must be positive")
     need(0 <= cfg.lora.dropout < 1, "lora.dropout", cfg.lora.dropout, "must be in [0, 1)")
-    for key in ("train_per_class", "test_per_class"):
+    for key in ("train_per_class", "test_per_class", "train_per_task", "test_per_task"):
         value = getattr(cfg.data, key)
         need(value is None or value > 0, f"data.{key}", value, "must be a positive integer or null")
     need(cfg.data.max_source_length >= 16, "data.max_source_length", cfg.data.max_source_length, ">= 16")

@@ -42,6 +42,22 @@ def load_tasks(names: list[str | TaskSpec], data: DataConfig, seed: int) -> list
         for split in ("train", "test"):
             what = f"data.{split}_per_class[{name}]"
             per_class = getattr(data, f"{split}_per_class")
+            per_task = getattr(data, f"{split}_per_task")
+            if per_task is not None:
+                examples = per_label(getattr(task, split), per_task, free_form)
+                per_class = examples if per_class is None else min(per_class, examples)
             setattr(task, split, subsample_per_class(getattr(task, split), per_class, seed, what, pooled=free_form))
         tasks.append(task)
     return tasks
+
+
+def per_label(examples: list, total: int, pooled: bool) -> int:
+    """Examples per label that make about ``total`` in all: ceil(total / labels), at most the largest label's
+    count (a cap, never an error: tasks with small labels keep all of them)."""
+    counts: dict[str, int] = {}
+    for ex in examples:
+        key = "" if pooled else ex.label
+        counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return total
+    return min(-(-total // len(counts)), max(counts.values()))
