@@ -164,8 +164,12 @@ def paired_rows(results: list[dict], reference: str = "olora") -> list[dict]:
         if not seeds:
             continue
         row = {"order": order, "comparison": f"{reference} − {method}", "seeds": len(seeds)}
-        for key in ("aa", "bwt"):
-            a, b = [ref[s][key] for s in seeds], [runs[s][key] for s in seeds]
+        value = lambda r, key: learning(r) if key == "learning" else r[key]  # noqa: E731
+        for key in ("aa", "bwt", "learning"):
+            if key == "learning" and not all("matrix" in r for r in [*ref.values(), *runs.values()]):
+                row[key], row[f"{key}_real"] = "n/a", False
+                continue
+            a, b = [value(ref[s], key) for s in seeds], [value(runs[s], key) for s in seeds]
             diff, half = paired_difference(a, b)
             row[key] = f"{diff:+.1f}" + ("" if half is None else f" ± {half:.1f}")
             row[f"{key}_real"] = half is not None and abs(diff) > half
@@ -175,12 +179,14 @@ def paired_rows(results: list[dict], reference: str = "olora") -> list[dict]:
 
 def paired_table(rows: list[dict]) -> str:
     lines = [
-        "| order | difference | seeds | ΔAA (95 % CI) | ΔBWT (95 % CI) | interval excludes 0 |",
-        "|---|---|---|---|---|---|",
+        "| order | difference | seeds | ΔAA (95 % CI) | ΔBWT (95 % CI) | Δlearned (95 % CI) | interval excludes 0 |",
+        "|---|---|---|---|---|---|---|",
     ]
+    names = {"aa": "AA", "bwt": "BWT", "learning": "learned"}
     for r in rows:
-        real = ", ".join(k.upper() for k in ("aa", "bwt") if r[f"{k}_real"]) or "neither"
-        lines.append(f"| {r['order']} | {r['comparison']} | {r['seeds']} | {r['aa']} | {r['bwt']} | {real} |")
+        real = ", ".join(names[k] for k in names if r.get(f"{k}_real")) or "none"
+        cols = " | ".join(str(r.get(k, "n/a")) for k in names)
+        lines.append(f"| {r['order']} | {r['comparison']} | {r['seeds']} | {cols} | {real} |")
     return "\n".join(lines)
 
 
@@ -204,6 +210,7 @@ def standard_errors(results: list[dict]) -> str:
 def summary_rows(results: list[dict]) -> list[dict]:
     rows = []
     for (order, method), runs in cells(results).items():
+        finals = [r["matrix"][-1] for r in runs]
         rows.append(
             {
                 "order": order,
@@ -212,7 +219,8 @@ def summary_rows(results: list[dict]) -> list[dict]:
                 "aa": _mean_std([r["aa"] for r in runs]),
                 "bwt": _mean_std([r["bwt"] for r in runs]),
                 "forgetting": _mean_std([r["forgetting"] for r in runs]),
-                "final_row": " / ".join(f"{x:.1f}" for x in runs[0]["matrix"][-1]),
+                "learned": _mean_std([learning(r) for r in runs]),
+                "final_row": " / ".join(f"{statistics.mean(c):.1f}" for c in zip(*finals, strict=True)),
                 "not_learned": not_learned_cell(runs),
                 "wall_min": f"{statistics.mean(r['wall_s'] for r in runs) / 60:.1f}",
             }
@@ -250,11 +258,14 @@ def gap_closed(results: list[dict]) -> dict[str, float | None]:
     return out
 
 
-COLUMNS = ["order", "method", "seeds", "aa", "bwt", "forgetting", "final_row", "not_learned", "wall_min"]
+COLUMNS = ["order", "method", "seeds", "aa", "bwt", "forgetting", "learned", "final_row", "not_learned", "wall_min"]
 
 
 def markdown_table(rows: list[dict]) -> str:
-    head = "| order | method | seeds | AA | BWT | forgetting | final row (per task) | not learned | wall (min) |"
+    head = (
+        "| order | method | seeds | AA | BWT | forgetting | learned (right after training) "
+        "| final row (per task, mean) | not learned | wall (min) |"
+    )
     lines = [head, "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
     return "\n".join(lines)
@@ -376,7 +387,8 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
         parts += [
             "",
             "Paired differences over seeds (olora minus each baseline, same seed = same data sample; ± is the "
-            "half-width of the 95 % t-interval; a difference whose interval excludes 0 is marked):",
+            "half-width of the 95 % t-interval; learned = mean accuracy on each task right after training it; "
+            "the last column names the differences whose interval excludes 0):",
             "",
             paired_table(pairs),
         ]
