@@ -20,9 +20,13 @@ def test_paper_scale_script_runs_the_grid_and_writes_one_table(tiny_dirs, data_d
         "TRAIN_PC": "2",
         "TEST_PC": "1",
         "OUT": str(tmp_path / "out"),
-        "METHODS": "olora mtl_lora",  # the script's four methods differ only in this list
+        "METHODS": "olora mtl_lora",  # the script's columns differ only in this list
+        "SEEDS": "1",
         "EXTRA": "train.max_steps=1 train.mixed_precision=none data.max_source_length=240",
     }
+    script = ["bash", "scripts/paper_scale.sh"]
+    cut = subprocess.run(script, cwd=ROOT, env={**env, "LIMIT": "1"}, capture_output=True, text=True)
+    assert cut.returncode == 0 and "call again to continue" in cut.stdout  # stopped by its time limit, table written
     done = subprocess.run(["bash", "scripts/paper_scale.sh"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = list(csv.DictReader((tmp_path / "out" / "grid" / "table.csv").open()))
@@ -32,6 +36,7 @@ def test_paper_scale_script_runs_the_grid_and_writes_one_table(tiny_dirs, data_d
     # the official global batch, stacking and dropout: none of them is listed as a deviation
     deviations = text.split("Deviations from the official protocol")[1]
     assert "train.batch_size" not in deviations and "grad_accum" not in deviations and "past.fold" not in deviations
+    assert "paper_scale: complete" in done.stdout  # the second call finished the grid the first one started
     assert "device: CPU (no CUDA device)" in (tmp_path / "out" / "device.txt").read_text()
     cell = tmp_path / "out" / "grid" / "proxy-order1" / "olora" / "seed1" / "results.json"
     before = cell.read_text()  # a run's own wall_s: a retrained cell would differ
