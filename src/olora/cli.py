@@ -124,6 +124,11 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     print(seed_summary(by_method, *methods))
     walls = {m: sum(r["wall_s"] for r in runs) for m, runs in by_method.items()}
     print(f"runs in {ns.out}/<method>/seed<s>/ ({', '.join(f'{m} {w:.0f} s' for m, w in walls.items())})")
+    print(
+        "This is a quick look: tiny built-in tasks and 3 seeds, too few to tell methods apart (see the intervals).\n"
+        "The measurement that does is the cpu_forgetting benchmark (docs/RESULTS.md): olora bench "
+        "data.dir=CL_Benchmark --benchmark cpu_forgetting --orders 1 --methods seqlora olora --seeds 1 2 3 4 5"
+    )
     return 0
 
 
