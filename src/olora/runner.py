@@ -26,6 +26,7 @@ from olora.core.evaluate import answer_budget, evaluate_task
 from olora.core.metrics import forward_transfer, not_learned, summarize
 from olora.core.models import checkpoint_digest, is_seq2seq, load_model
 from olora.core.resources import bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
+from olora.core.sharding import enable_cpu_fsdp, reshard
 from olora.core.train import autocast, train_task
 from olora.data.encoding import PromptEncoder
 from olora.data.load import load_tasks
@@ -157,8 +158,10 @@ def train_and_evaluate(
     report = method.stage_report(ctx, stage)
     if report:
         record["method"] = report
+    # a sharded whole model is gathered by every process (a collective) and written by the main one
+    whole = ctx.accelerator.get_state_dict(ctx.model) if method.trains == "model" and ctx.sharded else None
     if ctx.main:
-        save_stage(ctx, method, stage, folder, record, predictions)
+        save_stage(ctx, method, stage, folder, record, predictions, whole)
     ctx.accelerator.wait_for_everyone()
     return record
 
@@ -202,7 +205,7 @@ def evaluate_seen(
 def score(ctx: RunContext, task: Task):
     """Evaluate ``task``'s test split with the model as it is now set up."""
     with autocast(ctx.device, ctx.train_cfg.mixed_precision):
-        return evaluate_task(
+        result = evaluate_task(
             ctx.model,
             ctx.tokenizer,
             ctx.test_sets[task.name],
@@ -213,6 +216,9 @@ def score(ctx: RunContext, task: Task):
             metric=task.metric,
             device=ctx.device,
         )
+    if ctx.sharded:
+        reshard(ctx.model)
+    return result
 
 
 def uses_forward_transfer(ctx: RunContext, method: Method) -> bool:
@@ -238,15 +244,22 @@ def base_scores(ctx: RunContext, method: Method, folder: RunFolder) -> list[floa
 
 
 def save_stage(
-    ctx: RunContext, method: Method, stage: Stage, folder: StageFolder, record: dict, predictions: list[dict]
+    ctx: RunContext,
+    method: Method,
+    stage: Stage,
+    folder: StageFolder,
+    record: dict,
+    predictions: list[dict],
+    whole: dict | None = None,
 ) -> None:
-    """What the stage trained (its adapter, or the whole model), the method's state, then the record."""
+    """What the stage trained (its adapter, or the whole model: ``whole``, its gathered state dict when
+    sharded), the method's state, then the record."""
     try:
         if method.trains == "adapter":
             save_adapter(ctx.model, method.adapter(stage), folder.adapter)
         else:
             shutil.rmtree(folder.model, ignore_errors=True)
-            ctx.model.save_pretrained(folder.model)
+            ctx.model.save_pretrained(folder.model, state_dict=whole)
         crash_point("save_task")
         state = method.state_dict()
         if state:
@@ -302,6 +315,7 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     if trackers:
         _check_tensorboard()
     accelerator = Accelerator(log_with=trackers, project_dir=str(folder.root)) if trackers else Accelerator()
+    enable_cpu_fsdp(accelerator)
     device = accelerator.device
     kernel_cache = bound_kernel_caches(device)  # before the first matmul of the process
     dtype = replace(choose_dtype(cfg.dtype, device), config_key="dtype")
