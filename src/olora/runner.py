@@ -25,8 +25,8 @@ from olora.core.context import RunContext
 from olora.core.evaluate import answer_budget, evaluate_task
 from olora.core.metrics import forward_transfer, not_learned, summarize
 from olora.core.models import checkpoint_digest, is_seq2seq, load_model
-from olora.core.resources import bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
-from olora.core.sharding import enable_cpu_fsdp, reshard
+from olora.core.resources import Choice, bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
+from olora.core.sharding import enable_cpu_fsdp, gathered_root
 from olora.core.train import autocast, train_task
 from olora.data.encoding import PromptEncoder
 from olora.data.load import load_tasks
@@ -204,8 +204,8 @@ def evaluate_seen(
 
 def score(ctx: RunContext, task: Task):
     """Evaluate ``task``'s test split with the model as it is now set up."""
-    with autocast(ctx.device, ctx.train_cfg.mixed_precision):
-        result = evaluate_task(
+    with gathered_root(ctx.model), autocast(ctx.device, ctx.train_cfg.mixed_precision):
+        return evaluate_task(
             ctx.model,
             ctx.tokenizer,
             ctx.test_sets[task.name],
@@ -216,9 +216,6 @@ def score(ctx: RunContext, task: Task):
             metric=task.metric,
             device=ctx.device,
         )
-    if ctx.sharded:
-        reshard(ctx.model)
-    return result
 
 
 def uses_forward_transfer(ctx: RunContext, method: Method) -> bool:
@@ -347,6 +344,9 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
         choices={"dtype": dtype, "mixed_precision": precision, "max_batch_tokens": cap},
         start=start,
     )
+    if ctx.sharded:
+        reason = f"FSDP2 over {accelerator.num_processes} processes: base weights sharded, adapters whole"
+        ctx.choices["sharding"] = Choice("fsdp2", reason)
     method.setup(ctx)  # a method may choose too (past.fold for the weights' dtype)
     if start:
         method.adopt_export(ctx, cfg.start_from, len(start["task_entries"]))

@@ -11,6 +11,8 @@ What is sharded, and why:
   they are < 1 % of the weights, the O-LoRA penalty reads every full ``lora_A`` row of the past and the new
   adapter at every step, and saving, exporting and merging read them directly, with no gather. Their
   gradients are averaged over the processes here, once per optimizer step (what DDP does).
+* **A shared input embedding stays whole** (T5's, used by the encoder, the decoder and the tied LM head):
+  FSDP2 cannot put one parameter in two groups; its gradient is averaged as the adapters' are.
 * **Merging a past adapter** into the sharded base adds each process's rows of s·B·A to its own shard of
   W0 (no communication: every process holds the whole adapter).
 * **Saving a whole model** gathers the full state dict on the main process (accelerate's ``get_state_dict``);
@@ -23,7 +25,9 @@ to FSDP there, so the CPU test runs the same ``accelerator.prepare`` path that G
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -76,6 +80,32 @@ def reshard(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
+
+
+@contextlib.contextmanager
+def gathered_root(model: torch.nn.Module) -> Iterator[None]:
+    """The root group's weights gathered for a block of evaluation: the seq2seq decoder loop calls the
+    encoder and decoder stacks directly, not the root's forward that gathers them (T5's final layer norms),
+    and every weight is resharded after (``reshard``)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(model, FSDPModule):
+        model.unshard()
+    try:
+        yield
+    finally:
+        if isinstance(model, FSDPModule):
+            reshard(model)
+
+
+def shared_embeddings(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The input embedding if other modules hold its weight too (T5: the encoder's and decoder's
+    ``embed_tokens`` and the tied LM head): FSDP2 refuses a parameter that two of its groups would manage,
+    so it stays whole (T5-large: 33M of 738M weights)."""
+    embedding = getattr(model, "get_input_embeddings", lambda: None)()
+    weight = getattr(embedding, "weight", None)
+    holders = [m for m in model.modules() if getattr(m, "weight", None) is weight] if weight is not None else []
+    return [embedding] if len(holders) > 1 else []
 
 
 def is_shard(tensor: torch.Tensor) -> bool:

@@ -38,6 +38,7 @@ from olora.core.sharding import (
     is_sharded,
     keep_whole,
     reshard,
+    shared_embeddings,
 )
 from olora.data.encoding import IGNORE, Encoded, collate_train
 from olora.errors import OloraError
@@ -181,13 +182,16 @@ def step_pieces(
     'official_llama', a mean over sequences: its rows / the micro-batch's). Σ_chunks share × chunk loss =
     the micro-batch's loss, so chunking leaves the gradient unchanged.
 
-    Data parallel: each process takes its share (every ``processes``-th row) of every micro-batch.
+    Data parallel: each process takes its share (every ``processes``-th row) of every micro-batch, and its
+    shares are counted against the whole micro-batch's answer tokens (rows), times the processes: the
+    gradients' mean over the processes is then the whole micro-batch's token mean, however unevenly the
+    answer tokens fall between the processes (a mean of per-process means was off by that imbalance).
     """
     pieces = []
+    weight = (lambda e: 1) if cfg.loss_normalization == "official_llama" else (lambda e: len(e.target_ids))
     for indices in window:
         rows = [examples[i] for i in indices[rank::processes]]
-        weight = (lambda e: 1) if cfg.loss_normalization == "official_llama" else (lambda e: len(e.target_ids))
-        supervised = sum(weight(e) for e in rows)
+        supervised = sum(weight(examples[i]) for i in indices) / processes
         for chunk in row_chunks([len(e.prompt_ids) + len(e.target_ids) for e in rows], cfg.max_batch_tokens):
             part = [rows[j] for j in chunk]
             pieces.append((part, sum(weight(e) for e in part) / supervised))
@@ -364,7 +368,7 @@ def train_task(
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sharded = is_sharded(accelerator)
     if sharded:
-        keep_whole(accelerator, adapter_modules(model))
+        keep_whole(accelerator, adapter_modules(model) + shared_embeddings(model))
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     if sharded:  # fully_shard replaced the parameters by their shards
         params = trainable_parameters(model)
