@@ -36,6 +36,9 @@ ARGS = [
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
 TOLERANCE = 1e-5
+long_test = pytest.mark.skipif(
+    os.environ.get("OLORA_LONG_TESTS") != "1", reason="long (20-50 s on 2 cores): set OLORA_LONG_TESTS=1"
+)
 
 
 def accelerate_launch(model_dir: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -99,6 +102,7 @@ def test_fsdp_full_fine_tuning_matches_one_process(tiny_dirs, tmp_path):
 
 
 @pytest.mark.slow
+@long_test
 def test_fsdp_olora_with_merged_past_matches_one_process(tiny_dirs, tmp_path):
     """past.fold=merge adds the past adapter into the sharded base: each process into its own rows. T5, whose
     shared embedding stays whole; launched with accelerate's launcher and the shipped config, as
@@ -111,6 +115,7 @@ def test_fsdp_olora_with_merged_past_matches_one_process(tiny_dirs, tmp_path):
 
 
 @pytest.mark.slow
+@long_test
 def test_a_killed_fsdp_run_resumes_to_the_uninterrupted_run(tiny_dirs, tmp_path):
     """Full fine-tuning: the checkpoint holds the gathered weights and AdamW state, and a resume scatters them
     back into the shards: bit-identical to the run that was not killed."""

@@ -316,7 +316,8 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     device = accelerator.device
     kernel_cache = bound_kernel_caches(device)  # before the first matmul of the process
     dtype = replace(choose_dtype(cfg.dtype, device), config_key="dtype")
-    model, tokenizer = load_model(cfg.model, dtype.value)
+    check_quantize(cfg, method, accelerator)
+    model, tokenizer = load_model(cfg.model, dtype.value, cfg.quantize, device)
     seq2seq = is_seq2seq(model)
     if seq2seq and cfg.train.loss_normalization == "official_llama":
         raise OloraError(
@@ -326,7 +327,8 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     precision = replace(choose_precision(cfg.train.mixed_precision, device), config_key="train.mixed_precision")
     cap = choose_token_cap(cfg.train.max_batch_tokens, model.config, device)
     model.requires_grad_(False)
-    model.to(device)
+    if cfg.quantize == "none":  # a quantized model was loaded onto the device
+        model.to(device)
     encoder = PromptEncoder(
         tokenizer, seq2seq, cfg.data.max_source_length, cfg.data.add_task_name, cfg.data.add_dataset_name
     )
@@ -364,6 +366,22 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     if trackers:
         accelerator.init_trackers("tensorboard")
     return ctx, method, folder
+
+
+def check_quantize(cfg: RunConfig, method: Method, accelerator: Accelerator) -> None:
+    """A 4-bit base is frozen and whole: adapter methods on unsharded processes only."""
+    if cfg.quantize == "none":
+        return
+    if method.trains == "model":
+        raise OloraError(
+            f"quantize={cfg.quantize} freezes the base in 4 bits, but {cfg.method} trains the whole model: use an "
+            "adapter method (olora, inclora, …) or quantize=none"
+        )
+    if getattr(accelerator, "is_fsdp2", False):
+        raise OloraError(
+            f"quantize={cfg.quantize} with FSDP is not supported (the 4-bit base is not sharded): launch without "
+            "the FSDP config (one process, or DDP), or use quantize=none"
+        )
 
 
 def past_from_export(cfg: RunConfig) -> dict:
