@@ -58,6 +58,14 @@ def enable_cpu_fsdp(accelerator: Accelerator) -> None:
         )
 
 
+def step_boundary(accelerator: Accelerator, last: bool) -> None:
+    """DeepSpeed (ZeRO through accelerate): accelerate runs the engine's optimizer step inside ``backward``
+    whenever gradients sync, so only the optimizer step's last backward may sync (a no-op without DeepSpeed).
+    Not run here: DeepSpeed cannot start on these CPU machines (docs/DISTRIBUTED.md)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        accelerator.gradient_state._set_sync_gradients(last)
+
+
 def is_sharded(accelerator: Accelerator) -> bool:
     return bool(getattr(accelerator, "is_fsdp2", False))
 

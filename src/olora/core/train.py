@@ -39,6 +39,7 @@ from olora.core.sharding import (
     keep_whole,
     reshard,
     shared_embeddings,
+    step_boundary,
 )
 from olora.data.encoding import IGNORE, Encoded, collate_train
 from olora.errors import OloraError
@@ -396,6 +397,8 @@ def train_task(
     try:
         for step, window in enumerate(windows[start_step:], start=start_step + 1):
             terms = {name: torch.zeros((), device=accelerator.device) for name in ["nll", *batch_penalties]}
+            for group in optimizer.param_groups:  # a pure function of the step: nothing to checkpoint
+                group["lr"] = cfg.lr * lr_multiplier(cfg.lr_schedule, step)
             pieces = (lockstep_pieces if sharded else step_pieces)(
                 window, examples, cfg, accelerator.process_index, accelerator.num_processes
             )
@@ -417,6 +420,7 @@ def train_task(
                             terms[name] = value.detach()
                             loss = loss + weight * value
                     first_bad = _first_bad_step(first_bad, loss, step)
+                    step_boundary(accelerator, last)
                     accelerator.backward(loss)
             if sharded:  # FSDP2 reduced the sharded gradients; the whole (adapter) ones are averaged here
                 average_whole_gradients(params, accelerator.num_processes)
@@ -426,8 +430,6 @@ def train_task(
             shares = gradient_terms(hooks.groups, penalties) if grad_norms and hooks.groups and logging else {}
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            for group in optimizer.param_groups:  # a pure function of the step: nothing to checkpoint
-                group["lr"] = cfg.lr * lr_multiplier(cfg.lr_schedule, step)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             for after in hooks.after_step:
