@@ -82,3 +82,21 @@ def test_plasticity_grid_pairs_the_diagonal_by_seed(tmp_path):
     text = script.grid_plasticity(tmp_path)
     assert "| 1 | olora | 2 | 55.0 ± 7.1 |  |" in text
     assert "| 1 | seqlora | 2 | 46.0 ± 8.5 | +9.0 ± 12.7 |" in text  # differences 10 and 8: 9 ± 12.706·1/√2
+
+
+def test_gpu_check_sharding_and_4bit_smoke_tests_dry_run(tmp_path):
+    """The fsdp and 4bit modes of scripts/gpu_check.sh print their commands: the FSDP2 and ZeRO-2 launches use
+    the shipped accelerate configs, the 4-bit run sets quantize=4bit."""
+    env = {**os.environ, "OUT": str(tmp_path), "MODEL": "/tmp/m"}
+    lines = {}
+    for mode in ("fsdp", "4bit"):
+        proc = subprocess.run(
+            ["bash", "scripts/gpu_check.sh", mode, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        lines[mode] = [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    for name in ("fsdp2.yaml", "deepspeed_zero2.yaml"):
+        launch = [line for line in lines["fsdp"] if f"--config_file src/olora/configs/accelerate/{name}" in line]
+        assert launch and (ROOT / "src" / "olora" / "configs" / "accelerate" / name).is_file()
+    assert sum("method=replay_ft" in line for line in lines["fsdp"]) == 2  # one process, then sharded
+    assert [("quantize=4bit" in line) for line in lines["4bit"]] == [False, True]

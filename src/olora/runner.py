@@ -26,7 +26,8 @@ from olora.core.context import RunContext
 from olora.core.evaluate import answer_budget, evaluate_task
 from olora.core.metrics import forward_transfer, not_learned, summarize
 from olora.core.models import checkpoint_digest, is_seq2seq, load_model
-from olora.core.resources import bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
+from olora.core.resources import Choice, bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
+from olora.core.sharding import enable_cpu_fsdp, gathered_root
 from olora.core.train import autocast, train_task
 from olora.data.encoding import PromptEncoder
 from olora.data.load import load_tasks
@@ -163,8 +164,10 @@ def train_and_evaluate(
     report = method.stage_report(ctx, stage)
     if report:
         record["method"] = report
+    # a sharded whole model is gathered by every process (a collective) and written by the main one
+    whole = ctx.accelerator.get_state_dict(ctx.model) if method.trains == "model" and ctx.sharded else None
     if ctx.main:
-        save_stage(ctx, method, stage, folder, record, predictions)
+        save_stage(ctx, method, stage, folder, record, predictions, whole)
     ctx.accelerator.wait_for_everyone()
     return record
 
@@ -207,7 +210,7 @@ def evaluate_seen(
 
 def score(ctx: RunContext, task: Task):
     """Evaluate ``task``'s test split with the model as it is now set up."""
-    with autocast(ctx.device, ctx.train_cfg.mixed_precision):
+    with gathered_root(ctx.model), autocast(ctx.device, ctx.train_cfg.mixed_precision):
         return evaluate_task(
             ctx.model,
             ctx.tokenizer,
@@ -244,15 +247,22 @@ def base_scores(ctx: RunContext, method: Method, folder: RunFolder) -> list[floa
 
 
 def save_stage(
-    ctx: RunContext, method: Method, stage: Stage, folder: StageFolder, record: dict, predictions: list[dict]
+    ctx: RunContext,
+    method: Method,
+    stage: Stage,
+    folder: StageFolder,
+    record: dict,
+    predictions: list[dict],
+    whole: dict | None = None,
 ) -> None:
-    """What the stage trained (its adapter, or the whole model), the method's state, then the record."""
+    """What the stage trained (its adapter, or the whole model: ``whole``, its gathered state dict when
+    sharded), the method's state, then the record."""
     try:
         if method.trains == "adapter":
             save_adapter(ctx.model, method.adapter(stage), folder.adapter)
         else:
             shutil.rmtree(folder.model, ignore_errors=True)
-            ctx.model.save_pretrained(folder.model)
+            ctx.model.save_pretrained(folder.model, state_dict=whole)
         crash_point("save_task")
         state = method.state_dict()
         if state:
@@ -308,10 +318,12 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     if trackers:
         _check_tensorboard()
     accelerator = Accelerator(log_with=trackers, project_dir=str(folder.root)) if trackers else Accelerator()
+    enable_cpu_fsdp(accelerator)
     device = accelerator.device
     kernel_cache = bound_kernel_caches(device)  # before the first matmul of the process
     dtype = replace(choose_dtype(cfg.dtype, device), config_key="dtype")
-    model, tokenizer = load_model(cfg.model, dtype.value)
+    check_quantize(cfg, method, accelerator)
+    model, tokenizer = load_model(cfg.model, dtype.value, cfg.quantize, device)
     seq2seq = is_seq2seq(model)
     if seq2seq and cfg.train.loss_normalization == "official_llama":
         raise OloraError(
@@ -321,7 +333,8 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     precision = replace(choose_precision(cfg.train.mixed_precision, device), config_key="train.mixed_precision")
     cap = choose_token_cap(cfg.train.max_batch_tokens, model.config, device)
     model.requires_grad_(False)
-    model.to(device)
+    if cfg.quantize == "none":  # a quantized model was loaded onto the device
+        model.to(device)
     encoder = PromptEncoder(
         tokenizer, seq2seq, cfg.data.max_source_length, cfg.data.add_task_name, cfg.data.add_dataset_name
     )
@@ -339,6 +352,9 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
         choices={"dtype": dtype, "mixed_precision": precision, "max_batch_tokens": cap},
         start=start,
     )
+    if ctx.sharded:
+        reason = f"FSDP2 over {accelerator.num_processes} processes: base weights sharded, adapters whole"
+        ctx.choices["sharding"] = Choice("fsdp2", reason)
     method.setup(ctx)  # a method may choose too (past.fold for the weights' dtype)
     if start:
         method.adopt_export(ctx, cfg.start_from, len(start["task_entries"]))
@@ -356,6 +372,22 @@ def setup(cfg: RunConfig, force: bool) -> tuple[RunContext, Method, RunFolder]:
     if trackers:
         accelerator.init_trackers("tensorboard")
     return ctx, method, folder
+
+
+def check_quantize(cfg: RunConfig, method: Method, accelerator: Accelerator) -> None:
+    """A 4-bit base is frozen and whole: adapter methods on unsharded processes only."""
+    if cfg.quantize == "none":
+        return
+    if method.trains == "model":
+        raise OloraError(
+            f"quantize={cfg.quantize} freezes the base in 4 bits, but {cfg.method} trains the whole model: use an "
+            "adapter method (olora, inclora, …) or quantize=none"
+        )
+    if getattr(accelerator, "is_fsdp2", False):
+        raise OloraError(
+            f"quantize={cfg.quantize} with FSDP is not supported (the 4-bit base is not sharded): launch without "
+            "the FSDP config (one process, or DDP), or use quantize=none"
+        )
 
 
 def past_from_export(cfg: RunConfig) -> dict:

@@ -38,6 +38,7 @@ from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers import PreTrainedModel
 
 from olora.config import LoRAConfig
+from olora.core.sharding import add_into
 from olora.errors import OloraError
 
 
@@ -70,6 +71,11 @@ def peft_lora_config(cfg: LoRAConfig, model: PreTrainedModel, seq2seq: bool) -> 
 
 def lora_layers(model: torch.nn.Module) -> list[LoraLayer]:
     return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def adapter_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every LoRA layer's adapter containers (``lora_A``, ``lora_B``: all adapters' factors), not the base layer."""
+    return [factor for layer in lora_layers(model) for factor in (layer.lora_A, layer.lora_B)]
 
 
 def factor_parameters(model: torch.nn.Module, name: str) -> dict[str, list[torch.nn.Parameter]]:
@@ -237,7 +243,7 @@ def merge_into_base(model: torch.nn.Module, name: str) -> None:
             if weight.dtype != torch.float32:
                 raise OloraError(f"merging adapter {name!r} into {weight.dtype} weights would lose precision")
             delta = layer.lora_B[name].weight @ layer.lora_A[name].weight * layer.scaling[name]
-            weight += delta.T if getattr(layer, "fan_in_fan_out", False) else delta
+            add_into(weight, delta.T if getattr(layer, "fan_in_fan_out", False) else delta)  # a shard: its rows
 
 
 class SharedDropout(torch.nn.Dropout):

@@ -49,3 +49,8 @@ class RunContext:
     @property
     def main(self) -> bool:
         return self.accelerator.is_main_process
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP2 shards the model's weights over the processes (olora.core.sharding)."""
+        return bool(getattr(self.accelerator, "is_fsdp2", False))

@@ -95,11 +95,30 @@ def is_seq2seq(model: PreTrainedModel) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
-def load_model(name: str, dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def quantization_config(quantize: str, dtype: str) -> object | None:
+    """bitsandbytes' 4-bit NF4 with double quantization, computing in ``dtype`` (QLoRA's recipe), or None."""
+    if quantize == "none":
+        return None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise OloraError(f"quantize={quantize} needs the bitsandbytes package: pip install 'olora[quantize]'")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=DTYPES[dtype],
+    )
+
+
+def load_model(
+    name: str, dtype: str = "float32", quantize: str = "none", device: torch.device | str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) for ``name``: ``smollm2``, a local folder or a hub id.
 
     Seq2seq models (config.is_encoder_decoder) load as AutoModelForSeq2SeqLM, the rest as
-    AutoModelForCausalLM. The tokenizer gets a pad token (its eos) if it has none.
+    AutoModelForCausalLM. The tokenizer gets a pad token (its eos) if it has none. ``quantize="4bit"``
+    loads the linear layers' weights in 4 bits straight onto ``device`` (a quantized model is not moved).
     """
     path = resolve_model_path(name)
     try:
@@ -107,8 +126,10 @@ def load_model(name: str, dtype: str = "float32") -> tuple[PreTrainedModel, PreT
     except (OSError, ValueError) as exc:
         raise OloraError(f"cannot load model config for {name!r}: {str(exc).splitlines()[0]}") from None
     auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    quantized = quantization_config(quantize, dtype)
+    extra = {"quantization_config": quantized, "device_map": {"": str(device or "cpu")}} if quantized else {}
     try:
-        model = auto.from_pretrained(path, dtype=DTYPES[dtype])
+        model = auto.from_pretrained(path, dtype=DTYPES[dtype], **extra)
     except ValueError:
         raise OloraError(
             f"model {name!r} has model_type {config.model_type!r}, which is not a supported architecture: "

@@ -27,9 +27,20 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from olora.config import TrainConfig
-from olora.core.adapters import trainable_parameters
+from olora.core.adapters import adapter_modules, trainable_parameters
 from olora.core.prefix import decoder_forward, forward_params
 from olora.core.resources import resolve_train_config
+from olora.core.sharding import (
+    average_whole_gradients,
+    gathered,
+    gathered_optimizer_state,
+    is_shard,
+    is_sharded,
+    keep_whole,
+    reshard,
+    shared_embeddings,
+    step_boundary,
+)
 from olora.data.encoding import IGNORE, Encoded, collate_train
 from olora.errors import OloraError
 from olora.faults import crash_point
@@ -172,17 +183,31 @@ def step_pieces(
     'official_llama', a mean over sequences: its rows / the micro-batch's). Σ_chunks share × chunk loss =
     the micro-batch's loss, so chunking leaves the gradient unchanged.
 
-    Data parallel: each process takes its share (every ``processes``-th row) of every micro-batch.
+    Data parallel: each process takes its share (every ``processes``-th row) of every micro-batch, and its
+    shares are counted against the whole micro-batch's answer tokens (rows), times the processes: the
+    gradients' mean over the processes is then the whole micro-batch's token mean, however unevenly the
+    answer tokens fall between the processes (a mean of per-process means was off by that imbalance).
     """
     pieces = []
+    weight = (lambda e: 1) if cfg.loss_normalization == "official_llama" else (lambda e: len(e.target_ids))
     for indices in window:
         rows = [examples[i] for i in indices[rank::processes]]
-        weight = (lambda e: 1) if cfg.loss_normalization == "official_llama" else (lambda e: len(e.target_ids))
-        supervised = sum(weight(e) for e in rows)
+        supervised = sum(weight(examples[i]) for i in indices) / processes
         for chunk in row_chunks([len(e.prompt_ids) + len(e.target_ids) for e in rows], cfg.max_batch_tokens):
             part = [rows[j] for j in chunk]
             pieces.append((part, sum(weight(e) for e in part) / supervised))
     return pieces
+
+
+def lockstep_pieces(
+    window: list[list[int]], examples: list[Encoded], cfg: TrainConfig, rank: int, processes: int
+) -> list[tuple[list[Encoded], float]]:
+    """``step_pieces`` of this process, padded to the largest count over the processes with zero-share
+    passes over its first row: sharded weights are all-gathered in every forward and backward, a collective
+    that every process must run the same number of times (DDP only syncs at the last backward)."""
+    pieces = step_pieces(window, examples, cfg, rank, processes)
+    most = max(len(step_pieces(window, examples, cfg, r, processes)) for r in range(processes))
+    return pieces + [(pieces[0][0][:1], 0.0)] * (most - len(pieces))
 
 
 def _trim_log(path: Path, last_step: int) -> None:
@@ -198,7 +223,7 @@ class Checkpoints(Protocol):
 
     def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0) -> int: ...
 
-    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, rng: list[dict]) -> None: ...
+    def save(self, weights: dict[str, torch.Tensor], optimizer_state: dict, step: int, rng: list[dict]) -> None: ...
 
 
 WeightPenalty = Callable[[], torch.Tensor]
@@ -236,9 +261,11 @@ def _chunk_loss(
     cfg: TrainConfig,
     batch_penalties: dict[str, tuple[float, BatchPenalty]],
     use_keep: bool,
+    share_prefix: bool = True,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """({term: detached value}, NLL + Σ λ·batch penalty) of one chunk of rows."""
-    batch = {key: v.to(accelerator.device) for key, v in collate_train(rows, pad_id, seq2seq).items()}
+    rows_batch = collate_train(rows, pad_id, seq2seq, share_prefix)
+    batch = {key: v.to(accelerator.device) for key, v in rows_batch.items()}
     with autocast(accelerator.device, cfg.mixed_precision):  # the forwards (LwF's teacher too)
         logits, target = answer_logits(model, batch, seq2seq, use_keep)
         batch_terms = {name: fn(batch, logits, target).float() for name, (_, fn) in batch_penalties.items()}
@@ -295,6 +322,16 @@ def _norm(tensors: list[torch.Tensor]) -> float:
     return float(torch.sqrt(sum(t.pow(2).sum() for t in tensors))) if tensors else 0.0
 
 
+def _checkpoint_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(whole trainable weights by name, optimizer state) for a step checkpoint: gathered from the shards
+    (keyed by parameter name) where the weights are sharded, as they are otherwise."""
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    weights = {name: gathered(p.detach()).cpu().contiguous() for name, p in trainable.items()}
+    if any(is_shard(p) for p in trainable.values()):
+        return weights, {"gathered": gathered_optimizer_state(model, optimizer)}
+    return weights, optimizer.state_dict()
+
+
 def train_task(
     model: torch.nn.Module,
     examples: list[Encoded],
@@ -330,7 +367,12 @@ def train_task(
     batch_penalties = {k: v for k, v in hooks.batch_terms.items() if v[0] > 0}
     params = trainable_parameters(model)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sharded = is_sharded(accelerator)
+    if sharded:
+        keep_whole(accelerator, adapter_modules(model) + shared_embeddings(model))
     wrapped, optimizer = accelerator.prepare(model, optimizer)
+    if sharded:  # fully_shard replaced the parameters by their shards
+        params = trainable_parameters(model)
     main = accelerator.is_main_process
     torch.manual_seed(seed)  # dropout masks depend on (seed, task) only; a checkpoint restores its own state
     start_step = checkpoints.load(model, optimizer, accelerator.process_index) if checkpoints else 0
@@ -355,14 +397,19 @@ def train_task(
     try:
         for step, window in enumerate(windows[start_step:], start=start_step + 1):
             terms = {name: torch.zeros((), device=accelerator.device) for name in ["nll", *batch_penalties]}
-            pieces = step_pieces(window, examples, cfg, accelerator.process_index, accelerator.num_processes)
+            for group in optimizer.param_groups:  # a pure function of the step: nothing to checkpoint
+                group["lr"] = cfg.lr * lr_multiplier(cfg.lr_schedule, step)
+            pieces = (lockstep_pieces if sharded else step_pieces)(
+                window, examples, cfg, accelerator.process_index, accelerator.num_processes
+            )
             for i, (rows, share) in enumerate(pieces):
                 last = i == len(pieces) - 1
                 # DDP: gradients add up locally and are all-reduced once, at the step's last backward
                 # (processes may cut their shares into different numbers of chunks).
                 with contextlib.nullcontext() if last else accelerator.no_sync(wrapped):
+                    # sharded: no shared prompt head, whose extra forward only some processes would run
                     chunk_terms, loss = _chunk_loss(
-                        wrapped, rows, pad_id, seq2seq, accelerator, cfg, batch_penalties, use_keep
+                        wrapped, rows, pad_id, seq2seq, accelerator, cfg, batch_penalties, use_keep, not sharded
                     )
                     loss = loss * share / len(window)
                     for name, value in chunk_terms.items():
@@ -373,15 +420,16 @@ def train_task(
                             terms[name] = value.detach()
                             loss = loss + weight * value
                     first_bad = _first_bad_step(first_bad, loss, step)
+                    step_boundary(accelerator, last)
                     accelerator.backward(loss)
+            if sharded:  # FSDP2 reduced the sharded gradients; the whole (adapter) ones are averaged here
+                average_whole_gradients(params, accelerator.num_processes)
             logging = step % cfg.log_every == 0 or step == len(windows)
             for transform in hooks.after_backward:
                 transform(accelerator)
             shares = gradient_terms(hooks.groups, penalties) if grad_norms and hooks.groups and logging else {}
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            for group in optimizer.param_groups:  # a pure function of the step: nothing to checkpoint
-                group["lr"] = cfg.lr * lr_multiplier(cfg.lr_schedule, step)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             for after in hooks.after_step:
@@ -411,8 +459,10 @@ def train_task(
             if saving:
                 # every process's RNG state: their dropout streams part once their shares differ in shape
                 states = gather_object([rng_state()]) if accelerator.num_processes > 1 else [rng_state()]
+                if main or sharded:  # gathering sharded weights is a collective
+                    weights, optimizer_state = _checkpoint_state(model, optimizer)
                 if main:
-                    checkpoints.save(model, optimizer, step, states)
+                    checkpoints.save(weights, optimizer_state, step, states)
                 last_saved = step
     finally:
         for handle in handles:
@@ -420,6 +470,8 @@ def train_task(
         bar.close()
         if log_file:
             log_file.close()
+        if sharded:
+            reshard(model)
         accelerator.free_memory()
     result.wall_s = time.perf_counter() - start
     return result

@@ -145,7 +145,10 @@ class TaskAdapters(Method):
         off, median over SmolLM2's layers, vs 0.3 % stacked; scripts/merge_precision.py), stack instead."""
         choice = Choice(self.past.fold, "set in the config", "past.fold")
         weights = str(next(ctx.model.parameters()).dtype).removeprefix("torch.")
-        if self.past.fold == "merge" and weights != "float32":
+        if self.past.fold == "merge" and ctx.cfg.quantize != "none":
+            reason = f"past.fold=merge cannot add into quantize={ctx.cfg.quantize} weights"
+            choice = Choice("stack", reason, "past.fold")
+        elif self.past.fold == "merge" and weights != "float32":
             reason = f"past.fold=merge would round the past adapters into {weights} weights"
             choice = Choice("stack", reason, "past.fold")
         elif self.past.fold == "merge" and ctx.train_cfg.mixed_precision == "bf16":

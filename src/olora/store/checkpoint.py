@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from olora.core.sharding import copy_into, is_shard, scatter_optimizer_state
 from olora.seeding import set_rng_state
 from olora.store.io import atomic_write_json, replace_dir
 
@@ -54,16 +55,16 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 
 
 def save_step_checkpoint(
-    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, rng: list[dict]
+    folder: Path, weights: dict[str, torch.Tensor], optimizer_state: dict, step: int, rng: list[dict]
 ) -> None:
-    """Trainable weights, optimizer state, step and ``rng`` (every process's RNG state, by rank)."""
+    """Trainable weights (whole, by name), optimizer state, step and ``rng`` (every process's RNG state, by
+    rank). A sharded run's optimizer state is the gathered one, ``{"gathered": state keyed by name}``."""
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    weights = {k: v.detach().cpu().contiguous() for k, v in _trainable(model).items()}
     save_file(weights, str(tmp / "weights.safetensors"))
     torch.save(
-        {"optimizer": optimizer.state_dict(), "rng": rng, "step": step},
+        {"optimizer": optimizer_state, "rng": rng, "step": step},
         tmp / "trainer_state.pt",
     )
     write_manifest(tmp, ["weights.safetensors", "trainer_state.pt"])
@@ -85,11 +86,17 @@ def load_step_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.
     if set(weights) != set(params):
         log.warning("checkpoint %s does not match the current adapter: the task restarts", folder)
         return 0
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
     state = torch.load(folder / "trainer_state.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    sharded = any(is_shard(p) for p in params.values())
+    if sharded != ("gathered" in state["optimizer"]):
+        log.warning("checkpoint %s was written by a run sharded otherwise: the task restarts", folder)
+        return 0
+    for name, value in weights.items():
+        copy_into(params[name], value)
+    if sharded:
+        scatter_optimizer_state(model, optimizer, state["optimizer"]["gathered"])
+    else:
+        optimizer.load_state_dict(state["optimizer"])
     rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # olora < 0.3: rank 0's only
     if rank >= len(rng):
         log.warning("checkpoint %s has no RNG state of process %d: the task restarts", folder, rank)
@@ -108,5 +115,5 @@ class StepCheckpoints:
     def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int = 0) -> int:
         return load_step_checkpoint(self.folder, model, optimizer, rank)
 
-    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int, rng: list[dict]) -> None:
-        save_step_checkpoint(self.folder, model, optimizer, step, rng)
+    def save(self, weights: dict[str, torch.Tensor], optimizer_state: dict, step: int, rng: list[dict]) -> None:
+        save_step_checkpoint(self.folder, weights, optimizer_state, step, rng)

@@ -24,6 +24,8 @@ from olora.data.tasks import Task
 from olora.presets import compared_keys, flatten
 
 SETTINGS_ALSO = ("method", "seed")  # not protocol settings (presets.NEUTRAL), but they change a stage's numbers
+# Settings added after fingerprints were, left out at their default: stages made before still match.
+LEFT_OUT_AT_DEFAULT = {"quantize": "none"}
 
 
 def _sha(value: Any) -> str:
@@ -40,7 +42,11 @@ def run_settings(resolved: dict, ignore: frozenset[str]) -> dict[str, Any]:
     """The flat settings of a resolved config that determine a stage (tasks and the model hashed apart)."""
     flat = flatten(resolved)
     keys = [*compared_keys(resolved, ignore), *SETTINGS_ALSO]
-    return {k: flat.get(k) for k in sorted(set(keys)) if k != "tasks"}
+    return {
+        k: flat.get(k)
+        for k in sorted(set(keys))
+        if k != "tasks" and not (k in LEFT_OUT_AT_DEFAULT and flat.get(k) == LEFT_OUT_AT_DEFAULT[k])
+    }
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ def _export_info(run: RunFolder, results: dict, fmt: str) -> dict:
         "metrics": results.get("metrics"),
         "seed": results["seed"],
         "dtype": run_dtype(results),
+        "quantize": results["config"].get("quantize", "none"),
     }
 
 
@@ -83,6 +84,12 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
     stages = answering_stages(run, results)  # raises for methods that pick a model by task id
     if fmt == "adapter" and method_class(results["method"]).trains == "model":
         raise OloraError(f"{results['method']} trains the whole model, so it has no adapter: use --format merged")
+    quantize = results["config"].get("quantize", "none")
+    if fmt == "merged" and quantize != "none":
+        raise OloraError(
+            f"this run trained on a quantize={quantize} base: adapters cannot be merged into 4-bit weights; "
+            f"export the adapter instead: olora export {run_dir} --format adapter"
+        )
     if out.exists() and not out.is_dir():
         raise OloraError(f"export target {str(out)!r} is a file: choose a folder path")
     tmp = out.with_name(f".{out.name}.tmp")
@@ -200,7 +207,8 @@ def answering_model(run: RunFolder, results: dict, task: int | None = None):
 
     from olora.core.models import load_model
 
-    base, tokenizer = load_model(results["config"]["model"], run_dtype(results))
+    quantize = results["config"].get("quantize", "none")
+    base, tokenizer = load_model(results["config"]["model"], run_dtype(results), quantize)
     stages = answering_stages(run, results, task)
     if method_class(results["method"]).trains == "model":
         load_model_weights(base, stages[-1].model)
@@ -210,4 +218,6 @@ def answering_model(run: RunFolder, results: dict, task: int | None = None):
         save_file({k: v.contiguous() for k, v in state.items()}, str(Path(folder) / ADAPTER_WEIGHTS))
         (Path(folder) / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
         model = PeftModel.from_pretrained(base, folder)
+        if quantize != "none":  # the adapters answer beside the 4-bit base they trained on, unmerged
+            return model, tokenizer
         return model.merge_and_unload(), tokenizer

@@ -39,7 +39,7 @@ def load_for_inference(path: Path, task_name: str | None) -> tuple[torch.nn.Modu
         if info["format"] == "merged":
             model, tokenizer = load_model(str(path), info["dtype"])
         else:
-            base, tokenizer = load_model(info["model"], info["dtype"])
+            base, tokenizer = load_model(info["model"], info["dtype"], info.get("quantize", "none"))
             model = PeftModel.from_pretrained(base, path)
         return model, tokenizer, tasks, DataConfig(**info["data"])
     run = RunFolder(path)
