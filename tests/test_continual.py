@@ -238,3 +238,20 @@ def test_olora_add_grows_a_run_as_the_longer_command_does(tiny_dirs, tmp_path):
     assert json.loads((tmp_path / "added" / "results.json").read_text())["matrix"] == longer["matrix"]
     cli_run(model, tmp_path / "api", *COMMON, tasks="[sentiment]")
     assert grow(tmp_path / "api", ["newsdesk", "helpline"])["matrix"] == longer["matrix"]
+
+
+def test_a_setting_added_later_at_its_default_is_no_change(tmp_path):
+    """A folder made before `quantize` and `data.test_per_task` existed matches a config that has them at their
+    defaults (its cells stay in a bench table, its stages keep their fingerprints); any other value is a change."""
+    from olora.config import config_to_dict, load_config
+    from olora.store.rundir import RunFolder
+
+    tree = config_to_dict(load_config(None, ["tasks=[sentiment]", f"output_dir={tmp_path}"]))
+    old = {k: v for k, v in tree.items() if k != "quantize"}
+    old["data"] = {k: v for k, v in tree["data"].items() if k not in ("train_per_task", "test_per_task")}
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    folder = RunFolder(tmp_path)
+    assert folder.config_changes(tree) == []
+    changed = {**tree, "quantize": "4bit", "data": {**tree["data"], "test_per_task": 200}}
+    assert folder.config_changes(changed) == ["data.test_per_task: None -> 200", "quantize: None -> '4bit'"]

@@ -25,7 +25,7 @@ from olora.presets import compared_keys, flatten
 
 SETTINGS_ALSO = ("method", "seed")  # not protocol settings (presets.NEUTRAL), but they change a stage's numbers
 # Settings added after fingerprints were, left out at their default: stages made before still match.
-LEFT_OUT_AT_DEFAULT = {"quantize": "none"}
+LEFT_OUT_AT_DEFAULT = {"quantize": "none", "data.train_per_task": None, "data.test_per_task": None}
 
 
 def _sha(value: Any) -> str:

@@ -29,6 +29,7 @@ import yaml
 from olora.errors import OloraError
 from olora.presets import flatten
 from olora.store.checkpoint import MANIFEST, verify_manifest, write_manifest
+from olora.store.fingerprint import LEFT_OUT_AT_DEFAULT
 from olora.store.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -138,11 +139,12 @@ class RunFolder:
     def config_changes(self, config: dict[str, Any]) -> list[str]:
         """``key: saved -> new`` for each setting where ``config`` differs from the folder's config.yaml
         ([] if it has none). ``output_dir`` is left out (a moved folder holds the same run), and so is the
-        task list (``task_changes``)."""
+        task list (``task_changes``) and a setting added after the folder was made, at its default."""
         if not self.config.is_file():
             return []
         old, new = flatten(self.saved_config()), flatten(config)
-        ignored = ("output_dir", "tasks")
+        added = {k for k in new.keys() - old.keys() if k in LEFT_OUT_AT_DEFAULT and new[k] == LEFT_OUT_AT_DEFAULT[k]}
+        ignored = {"output_dir", "tasks", *added}
         keys = sorted(k for k in old.keys() | new.keys() if k not in ignored and old.get(k) != new.get(k))
         return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
 
