@@ -37,6 +37,7 @@ def _same_stages(a: Path, b: Path, stages: tuple[str, ...]) -> None:
         ).read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["olora", "seqft", "replay_lora", "ewc_lora", "inflora"])
 def test_a_run_grown_by_a_task_equals_the_run_made_at_once(tiny_dirs, tmp_path, method, monkeypatch):
     """[a, b] grown by c = [a, b, c] from scratch, bit for bit: matrix, weights, predictions; only c trains.
@@ -88,6 +89,7 @@ def _yaml_run(path: Path, tasks: list, model: Path, out: Path) -> list[str]:
     return [path.as_posix(), *run_args(model, out, *COMMON)[1:]]
 
 
+@pytest.mark.slow
 def test_a_changed_data_file_retrains_its_task_and_every_later_one(tiny_dirs, tmp_path, caplog):
     """Same config, other data: the stage of the changed task (and every later stage) is trained again."""
     data = tmp_path / "data"
@@ -126,8 +128,9 @@ def test_an_export_grows_by_a_task_as_the_run_does(tiny_dirs, tmp_path):
     assert from_export["matrix"][2] == pytest.approx(grown["matrix"][2], abs=1e-6)
     a, b = adapter_weights(tmp_path / "grown", "2-helpline"), adapter_weights(tmp_path / "next", "2-helpline")
     assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    for key in a:  # one concatenated matmul vs one per task: float32 rounding, which Adam's steps carry on
+        # (2.4e-6 on a 9e-3 weight on an AVX2 CPU, within 1e-6 on an AVX-512 one)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
     assert not (tmp_path / "next" / "tasks" / "0-sentiment").exists()  # the past is the export, not retrained
 
 
@@ -169,6 +172,7 @@ def test_a_task_name_is_a_name_not_a_path(tiny_dirs, tmp_path, capsys, name, mon
     assert not (tmp_path / "deep").exists() and not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.slow
 def test_configs_round_trip(tiny_dirs, data_dir, tmp_path, capsys, monkeypatch):
     """`olora run OUT/config.yaml` runs the saved config as it is (nothing retrained) and saves it unchanged;
     `olora config`'s output fed back gives the same output (a preset, a plain run, own tasks)."""
@@ -228,6 +232,7 @@ def test_an_exported_adapter_fits_vllm(tiny_dirs, tmp_path):
     assert "--enable-lora" in card and "--max-lora-rank 32" in card
 
 
+@pytest.mark.slow
 def test_olora_add_grows_a_run_as_the_longer_command_does(tiny_dirs, tmp_path):
     from olora.api import grow
 
