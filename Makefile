@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-latest constraints lint style setup clean
+.PHONY: demo test test-fast test-latest constraints lint style setup clean
 
 # constraints.txt pins every package to the versions CI tested, so a fresh clone installs exactly those.
 $(STAMP): pyproject.toml constraints.txt
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# The fast tier (under a minute on 2 cores): everything but the tests marked slow (subprocess, multi-process,
+# resume and grid runs, the real SmolLM2), which `make test` runs too.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # The newest releases of every dependency (torch stays the CPU build), in a separate venv: drift shows here
 # before users see it. Not part of CI (it needs whatever the registry serves today).

@@ -17,6 +17,7 @@ def _no_training(*args, **kwargs):
     raise AssertionError("a finished cell was trained again")
 
 
+@pytest.mark.slow
 def test_bench_grid_table_and_skip(tiny_dirs, data_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench"
     args = [
@@ -161,6 +162,7 @@ def test_deviations_not_shared_by_every_method_name_their_methods():
     ]
 
 
+@pytest.mark.slow
 def test_a_labelled_variant_is_a_column_of_its_own(tiny_dirs, data_dir, tmp_path):
     out = tmp_path / "bench"
     args = ["bench", f"model={tiny_dirs['llama']}", f"data.dir={data_dir}", "data.train_per_class=1",

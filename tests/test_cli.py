@@ -174,6 +174,7 @@ def test_diverging_loss_stops_the_task_without_saving_it(tiny_dirs, tmp_path, ca
     assert json.loads((out / "progress.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_console_script_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "olora", "run", "lora.rank=4"], capture_output=True, text=True)
     assert proc.returncode == 2
@@ -203,6 +204,7 @@ def test_model_without_config_is_rejected(tmp_path, capsys):
     assert "has no config.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_demo_runs_both_methods_over_seeds_and_prints_the_paired_difference(tiny_dirs, tmp_path, capsys):
     args = [
         "demo",

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -46,6 +47,7 @@ def _olora_lines(proc: subprocess.CompletedProcess) -> str:
     return "\n".join(line for line in proc.stderr.splitlines() if "olora" in line.lower())[-4000:]
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_match_one(tiny_dirs, tmp_path):
     assert main(["run", f"model={tiny_dirs['llama']}", *ARGS, f"output_dir={tmp_path / 'single'}"]) == 0
     proc = torchrun(tiny_dirs["llama"], tmp_path / "ddp")
@@ -62,6 +64,7 @@ def test_two_cpu_processes_match_one(tiny_dirs, tmp_path):
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_killed_ddp_run_resumes_to_the_uninterrupted_run(tiny_dirs, tmp_path):
     """Each process restores its own RNG state: with dropout, the two processes' streams part as soon as
     their shares of a batch differ in length (restoring rank 0's state everywhere changed rank 1's masks)."""

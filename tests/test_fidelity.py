@@ -61,6 +61,7 @@ def test_paper_presets_use_the_official_global_batch_and_list_deviations(capsys)
     assert "task_lambdas: {}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_deviating_benchmark_run_lists_its_deviations_everywhere(tiny_dirs, data_dir, tmp_path, capsys):
     out = tmp_path / "proxy"
     args = ["run", f"model={tiny_dirs['llama']}", "benchmark=proxy", "order=1", f"data.dir={data_dir}"]
@@ -232,6 +233,7 @@ def test_shared_past_dropout_needs_the_past_adapters_in_the_forward():
     assert load_config(None, ["past.dropout=shared", "past.fold=stack"]).past.dropout == "shared"
 
 
+@pytest.mark.slow
 def test_shared_dropout_run_differs_from_no_past_dropout(tiny_dirs, tmp_path):
     common = ["tasks=[sentiment,newsdesk,helpline]", "train.mixed_precision=none", "past.fold=stack"]
     off = _run(tiny_dirs, tmp_path / "off", *common)

@@ -81,6 +81,7 @@ def assert_same_run(single: Path, sharded: Path, atol: float = TOLERANCE) -> Non
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol)
 
 
+@pytest.mark.slow
 def test_fsdp_olora_with_stacked_past_matches_one_process(tiny_dirs, tmp_path):
     """Three tasks, so the third trains beside a stacked past adapter and its penalty reads two past ones."""
     extra = ["method=olora", "past.fold=stack", "tasks=[sentiment,newsdesk,helpline]"]
@@ -90,6 +91,7 @@ def test_fsdp_olora_with_stacked_past_matches_one_process(tiny_dirs, tmp_path):
     assert_same_run(tmp_path / "one", tmp_path / "fsdp")
 
 
+@pytest.mark.slow
 def test_fsdp_full_fine_tuning_matches_one_process(tiny_dirs, tmp_path):
     """replay_ft: every weight, gradient and AdamW moment sharded; each stage's model saved gathered. A higher
     learning rate than the adapter test, so that the matrix holds more than zeros."""

@@ -37,6 +37,7 @@ def test_results_hold_subspace_diagnostics(two_runs):
     assert "subspace" not in json.loads((two_runs[1] / "results.json").read_text())  # one shared adapter
 
 
+@pytest.mark.slow
 def test_report_of_one_and_several_runs(two_runs, tmp_path, capsys):
     assert main(["report", str(two_runs[0])]) == 0
     single = two_runs[0] / "report"

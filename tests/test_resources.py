@@ -114,6 +114,7 @@ def _heap_growth(mode: str) -> int:
     return int(out.stdout.split()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc's mallinfo2")
 def test_bounded_kernel_caches_stop_the_heap_growing_with_new_shapes():
     """bf16 matmuls of ever-new shapes: oneDNN's default caches keep a kernel per shape, the bound does not."""

@@ -41,6 +41,7 @@ def test_same_seed_gives_bit_identical_results(tiny_dirs, tmp_path, reference):
     assert _fingerprint(tmp_path / "other")["adapters"] != reference["adapters"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crash_at", ["train_step:3", "train_step:6", "eval_task:2", "save_task:1"])
 def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dirs, tmp_path, reference, crash_at):
     out = tmp_path / "run"
@@ -54,6 +55,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dirs, tmp_path, refe
     assert not list(out.glob("tasks/*/checkpoint"))  # step checkpoints are removed once a task completes
 
 
+@pytest.mark.slow
 def test_joint_training_in_bf16_resumes_bit_identically(tiny_dirs, tmp_path):
     """MTL (all tasks in one stage) under bf16 autocast: killed mid-task and resumed = uninterrupted. (On the
     GPU an MTL-LoRA run hit a NaN loss 8 steps after a resume; this rules the resume out on the CPU.)"""

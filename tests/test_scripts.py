@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_paper_scale_script_runs_the_grid_and_writes_one_table(tiny_dirs, data_dir, tmp_path):
     env = {
         **os.environ,
