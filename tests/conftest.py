@@ -166,3 +166,17 @@ def _frozen_heap():
 
     gc.freeze()
     yield
+
+
+def killed_and_resumed(launch, model_dir: Path, tmp_path: Path, *extra: str) -> tuple[Path, Path]:
+    """A one-task run made whole, and again killed at its third training step and resumed, with ``launch``
+    (a function that runs ``olora run`` in several processes and returns the CompletedProcess); returns
+    the two run folders, whose weights the caller compares."""
+    whole = launch(model_dir, tmp_path / "whole", *extra)
+    assert whole.returncode == 0, whole.stderr[-4000:]
+    killed = launch(model_dir, tmp_path / "resumed", *extra, env={"OLORA_CRASH_AT": "train_step:3"})
+    assert killed.returncode != 0 and (tmp_path / "resumed" / "tasks" / "0-sentiment" / "checkpoint").is_dir()
+    resumed = launch(model_dir, tmp_path / "resumed", *extra)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resuming from" in resumed.stderr
+    return tmp_path / "whole", tmp_path / "resumed"

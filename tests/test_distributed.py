@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import killed_and_resumed
 from olora.cli import main
 
 ARGS = [
@@ -69,13 +70,7 @@ def test_a_killed_ddp_run_resumes_to_the_uninterrupted_run(tiny_dirs, tmp_path):
     """Each process restores its own RNG state: with dropout, the two processes' streams part as soon as
     their shares of a batch differ in length (restoring rank 0's state everywhere changed rank 1's masks)."""
     extra = ["lora.dropout=0.3", "train.max_steps=4", "train.checkpoint_every=1", "tasks=[sentiment]"]
-    whole = torchrun(tiny_dirs["llama"], tmp_path / "whole", *extra)
-    assert whole.returncode == 0, _olora_lines(whole)
-    killed = torchrun(tiny_dirs["llama"], tmp_path / "resumed", *extra, env={"OLORA_CRASH_AT": "train_step:3"})
-    assert killed.returncode != 0 and (tmp_path / "resumed" / "tasks" / "0-sentiment" / "checkpoint").is_dir()
-    resumed = torchrun(tiny_dirs["llama"], tmp_path / "resumed", *extra)
-    assert resumed.returncode == 0, _olora_lines(resumed)
-    assert "resuming from" in resumed.stderr
-    a = load_file(str(tmp_path / "whole" / "tasks" / "0-sentiment" / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(tmp_path / "resumed" / "tasks" / "0-sentiment" / "adapter" / "adapter_model.safetensors"))
+    whole, resumed = killed_and_resumed(torchrun, tiny_dirs["llama"], tmp_path, *extra)
+    a = load_file(str(whole / "tasks" / "0-sentiment" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(resumed / "tasks" / "0-sentiment" / "adapter" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

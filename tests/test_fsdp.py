@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import killed_and_resumed
 from olora.cli import main
 from olora.config import TrainConfig
 from olora.core.train import lockstep_pieces, step_pieces
@@ -82,24 +83,22 @@ def assert_same_run(single: Path, sharded: Path, atol: float = TOLERANCE) -> Non
 
 
 @pytest.mark.slow
-def test_fsdp_olora_with_stacked_past_matches_one_process(tiny_dirs, tmp_path):
-    """Three tasks, so the third trains beside a stacked past adapter and its penalty reads two past ones."""
-    extra = ["method=olora", "past.fold=stack", "tasks=[sentiment,newsdesk,helpline]"]
+@pytest.mark.parametrize(
+    "extra",
+    [  # O-LoRA, three tasks: the third trains beside a stacked past adapter and its penalty reads two past ones;
+        # replay_ft: every weight, gradient and AdamW moment sharded, each stage's model saved gathered (a higher
+        # lr, so that the matrix holds more than zeros)
+        pytest.param(["method=olora", "past.fold=stack", "tasks=[sentiment,newsdesk,helpline]"], id="olora_stacked"),
+        pytest.param(["method=replay_ft", "tasks=[sentiment,newsdesk]", "train.lr=3e-3", "train.max_steps=6"], id="ft"),
+    ],
+)
+def test_fsdp_matches_one_process(tiny_dirs, tmp_path, extra):
+    """Two FSDP2 processes against one at the same global batch: same matrix, weights within TOLERANCE."""
     assert main(["run", f"model={tiny_dirs['llama']}", *ARGS, *extra, f"output_dir={tmp_path / 'one'}"]) == 0
     proc = torchrun_fsdp(tiny_dirs["llama"], tmp_path / "fsdp", *extra)
     assert proc.returncode == 0, _olora_lines(proc)
-    assert_same_run(tmp_path / "one", tmp_path / "fsdp")
-
-
-@pytest.mark.slow
-def test_fsdp_full_fine_tuning_matches_one_process(tiny_dirs, tmp_path):
-    """replay_ft: every weight, gradient and AdamW moment sharded; each stage's model saved gathered. A higher
-    learning rate than the adapter test, so that the matrix holds more than zeros."""
-    extra = ["method=replay_ft", "tasks=[sentiment,newsdesk]", "train.lr=3e-3", "train.max_steps=6"]
-    assert main(["run", f"model={tiny_dirs['llama']}", *ARGS, *extra, f"output_dir={tmp_path / 'one'}"]) == 0
-    proc = torchrun_fsdp(tiny_dirs["llama"], tmp_path / "fsdp", *extra)
-    assert proc.returncode == 0, _olora_lines(proc)
-    assert any(x > 0 for row in json.loads((tmp_path / "one" / "results.json").read_text())["matrix"] for x in row)
+    if "method=replay_ft" in extra:
+        assert any(x > 0 for row in json.loads((tmp_path / "one" / "results.json").read_text())["matrix"] for x in row)
     assert_same_run(tmp_path / "one", tmp_path / "fsdp")
 
 
@@ -122,14 +121,8 @@ def test_a_killed_fsdp_run_resumes_to_the_uninterrupted_run(tiny_dirs, tmp_path)
     """Full fine-tuning: the checkpoint holds the gathered weights and AdamW state, and a resume scatters them
     back into the shards: bit-identical to the run that was not killed."""
     extra = ["method=replay_ft", "tasks=[sentiment]", "train.lr=3e-3", "train.max_steps=4", "train.checkpoint_every=1"]
-    whole = torchrun_fsdp(tiny_dirs["llama"], tmp_path / "whole", *extra)
-    assert whole.returncode == 0, _olora_lines(whole)
-    killed = torchrun_fsdp(tiny_dirs["llama"], tmp_path / "resumed", *extra, env={"OLORA_CRASH_AT": "train_step:3"})
-    assert killed.returncode != 0 and (tmp_path / "resumed" / "tasks" / "0-sentiment" / "checkpoint").is_dir()
-    resumed = torchrun_fsdp(tiny_dirs["llama"], tmp_path / "resumed", *extra)
-    assert resumed.returncode == 0, _olora_lines(resumed)
-    assert "resuming from" in resumed.stderr
-    a, b = _saved(tmp_path / "whole", "0-sentiment"), _saved(tmp_path / "resumed", "0-sentiment")
+    whole, resumed = killed_and_resumed(torchrun_fsdp, tiny_dirs["llama"], tmp_path, *extra)
+    a, b = _saved(whole, "0-sentiment"), _saved(resumed, "0-sentiment")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
