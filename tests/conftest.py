@@ -180,3 +180,10 @@ def killed_and_resumed(launch, model_dir: Path, tmp_path: Path, *extra: str) -> 
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resuming from" in resumed.stderr
     return tmp_path / "whole", tmp_path / "resumed"
+
+
+# The longest runs (tens of seconds each) are kept out of `make test` to hold it under 5 minutes on 2 cores;
+# OLORA_LONG_TESTS=1 runs them too.
+long_test = pytest.mark.skipif(
+    os.environ.get("OLORA_LONG_TESTS") != "1", reason="long (10-50 s on 2 cores): set OLORA_LONG_TESTS=1"
+)

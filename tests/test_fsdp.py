@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import killed_and_resumed
+from conftest import killed_and_resumed, long_test
 from olora.cli import main
 from olora.config import TrainConfig
 from olora.core.train import lockstep_pieces, step_pieces
@@ -37,9 +37,6 @@ ARGS = [
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
 TOLERANCE = 1e-5
-long_test = pytest.mark.skipif(
-    os.environ.get("OLORA_LONG_TESTS") != "1", reason="long (20-50 s on 2 cores): set OLORA_LONG_TESTS=1"
-)
 
 
 def accelerate_launch(model_dir: Path, out: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:

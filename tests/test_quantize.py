@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 
 import pytest
 
-from conftest import adapter_weights, cli_run, run_args
+from conftest import adapter_weights, cli_run, long_test, run_args
 from olora.cli import main
 
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
-long_test = pytest.mark.skipif(
-    os.environ.get("OLORA_LONG_TESTS") != "1", reason="long (~40 s on 2 cores): set OLORA_LONG_TESTS=1"
-)
 
 
 def _error_line(capsys) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_args
+from conftest import long_test, run_args
 from olora.cli import main
 
 
@@ -42,7 +42,15 @@ def test_same_seed_gives_bit_identical_results(tiny_dirs, tmp_path, reference):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("crash_at", ["train_step:3", "train_step:6", "eval_task:2", "save_task:1"])
+@pytest.mark.parametrize(
+    "crash_at",
+    [
+        "train_step:3",
+        pytest.param("train_step:6", marks=long_test),
+        pytest.param("eval_task:2", marks=long_test),
+        "save_task:1",
+    ],
+)
 def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dirs, tmp_path, reference, crash_at):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "olora", *_args(tiny_dirs["llama"], out)]
