@@ -168,6 +168,17 @@ def _frozen_heap():
     yield
 
 
+# A tiny run for the multi-process tests (DDP, FSDP): 3 steps of 4 rows, no dropout (same weights to compare).
+MULTI_PROCESS_ARGS = [
+    "train.max_steps=3",
+    "train.batch_size=4",
+    "train.lr=1e-3",
+    "data.train_per_class=6",
+    "data.test_per_class=3",
+    "lora.dropout=0.0",
+]
+
+
 def killed_and_resumed(launch, model_dir: Path, tmp_path: Path, *extra: str) -> tuple[Path, Path]:
     """A one-task run made whole, and again killed at its third training step and resumed, with ``launch``
     (a function that runs ``olora run`` in several processes and returns the CompletedProcess); returns

@@ -17,18 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import killed_and_resumed
+from conftest import MULTI_PROCESS_ARGS, killed_and_resumed
 from olora.cli import main
 
-ARGS = [
-    "tasks=[sentiment,newsdesk]",
-    "train.max_steps=3",
-    "train.batch_size=4",
-    "train.lr=1e-3",
-    "data.train_per_class=6",
-    "data.test_per_class=3",
-    "lora.dropout=0.0",
-]
+ARGS = ["tasks=[sentiment,newsdesk]", *MULTI_PROCESS_ARGS]
 
 
 # Rank 0 is made 3 s late to prepare the run folder: rank 1 must wait for it, not write into an unprepared

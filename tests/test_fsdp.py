@@ -20,21 +20,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import killed_and_resumed, long_test
+from conftest import MULTI_PROCESS_ARGS, killed_and_resumed, long_test
 from olora.cli import main
 from olora.config import TrainConfig
 from olora.core.train import lockstep_pieces, step_pieces
 from olora.data.encoding import Encoded
 
 CONFIG = Path(__file__).resolve().parents[1] / "src" / "olora" / "configs" / "accelerate" / "fsdp2.yaml"
-ARGS = [
-    "train.max_steps=3",
-    "train.batch_size=4",
-    "train.lr=1e-3",
-    "data.train_per_class=6",
-    "data.test_per_class=3",
-    "lora.dropout=0.0",
-]
+ARGS = MULTI_PROCESS_ARGS
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
 TOLERANCE = 1e-5
 

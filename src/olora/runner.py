@@ -27,7 +27,7 @@ from olora.core.evaluate import answer_budget, evaluate_task
 from olora.core.metrics import forward_transfer, not_learned, summarize
 from olora.core.models import checkpoint_digest, is_seq2seq, load_model
 from olora.core.resources import Choice, bound_kernel_caches, choose_dtype, choose_precision, choose_token_cap
-from olora.core.sharding import enable_cpu_fsdp, gathered_root
+from olora.core.sharding import enable_cpu_fsdp, gathered_root, is_sharded
 from olora.core.train import autocast, train_task
 from olora.data.encoding import PromptEncoder
 from olora.data.load import load_tasks
@@ -383,7 +383,7 @@ def check_quantize(cfg: RunConfig, method: Method, accelerator: Accelerator) -> 
             f"quantize={cfg.quantize} freezes the base in 4 bits, but {cfg.method} trains the whole model: use an "
             "adapter method (olora, inclora, …) or quantize=none"
         )
-    if getattr(accelerator, "is_fsdp2", False):
+    if is_sharded(accelerator):
         raise OloraError(
             f"quantize={cfg.quantize} with FSDP is not supported (the 4-bit base is not sharded): launch without "
             "the FSDP config (one process, or DDP), or use quantize=none"

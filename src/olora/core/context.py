@@ -9,6 +9,7 @@ from accelerate import Accelerator
 
 from olora.config import RunConfig, TrainConfig
 from olora.core.resources import Choice
+from olora.core.sharding import is_sharded
 from olora.data.encoding import Encoded
 from olora.data.tasks import Task
 
@@ -53,4 +54,4 @@ class RunContext:
     @property
     def sharded(self) -> bool:
         """FSDP2 shards the model's weights over the processes (olora.core.sharding)."""
-        return bool(getattr(self.accelerator, "is_fsdp2", False))
+        return is_sharded(self.accelerator)

@@ -205,9 +205,9 @@ def lockstep_pieces(
     """``step_pieces`` of this process, padded to the largest count over the processes with zero-share
     passes over its first row: sharded weights are all-gathered in every forward and backward, a collective
     that every process must run the same number of times (DDP only syncs at the last backward)."""
-    pieces = step_pieces(window, examples, cfg, rank, processes)
-    most = max(len(step_pieces(window, examples, cfg, r, processes)) for r in range(processes))
-    return pieces + [(pieces[0][0][:1], 0.0)] * (most - len(pieces))
+    every = [step_pieces(window, examples, cfg, r, processes) for r in range(processes)]
+    pieces = every[rank]
+    return pieces + [(pieces[0][0][:1], 0.0)] * (max(map(len, every)) - len(pieces))
 
 
 def _trim_log(path: Path, last_step: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from pathlib import Path
 
 from olora.config import DataConfig, TaskSpec, task_name
@@ -54,10 +55,7 @@ def load_tasks(names: list[str | TaskSpec], data: DataConfig, seed: int) -> list
 def per_label(examples: list, total: int, pooled: bool) -> int:
     """Examples per label that make about ``total`` in all: ceil(total / labels), at most the largest label's
     count (a cap, never an error: tasks with small labels keep all of them)."""
-    counts: dict[str, int] = {}
-    for ex in examples:
-        key = "" if pooled else ex.label
-        counts[key] = counts.get(key, 0) + 1
+    counts = Counter("" if pooled else ex.label for ex in examples)
     if not counts:
         return total
     return min(-(-total // len(counts)), max(counts.values()))
