@@ -260,3 +260,25 @@ def test_a_setting_added_later_at_its_default_is_no_change(tmp_path):
     assert folder.config_changes(tree) == []
     changed = {**tree, "quantize": "4bit", "data": {**tree["data"], "test_per_task": 200}}
     assert folder.config_changes(changed) == ["data.test_per_task: None -> 200", "quantize: None -> '4bit'"]
+
+
+def test_a_saved_auto_compares_as_what_the_run_resolved_it_to(tmp_path):
+    """train.mixed_precision=auto is bf16 on a CPU with bf16 units and none on one without: a finished run saved
+    with auto matches a config that pins the value it ran as (a bench cell made on either machine stays in the
+    table) and differs, saying so, from one that pins the other; an unfinished run compares its saved text."""
+    from olora.config import config_to_dict, load_config
+    from olora.store.rundir import RunFolder
+
+    tree = config_to_dict(load_config(None, ["tasks=[sentiment]", f"output_dir={tmp_path}"]))
+    assert tree["train"]["mixed_precision"] == "auto"
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree))
+    pinned = lambda value: {**tree, "train": {**tree["train"], "mixed_precision": value}}  # noqa: E731
+    folder = RunFolder(tmp_path)
+    assert folder.config_changes(pinned("none")) == ["train.mixed_precision: 'auto' -> 'none'"]  # not finished
+    for ran, other in (("none", "bf16"), ("bf16", "none")):
+        resources = {"dtype": {"value": "float32", "reason": "."}, "mixed_precision": {"value": ran, "reason": "."}}
+        (tmp_path / "results.json").write_text(json.dumps({"status": "complete", "resources": resources}))
+        assert folder.config_changes(tree) == []
+        assert folder.config_changes(pinned(ran)) == []
+        assert folder.config_changes(pinned(other)) == [f"train.mixed_precision: 'auto' (ran as {ran!r}) -> {other!r}"]

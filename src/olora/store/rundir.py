@@ -34,6 +34,9 @@ from olora.store.io import atomic_write_json, atomic_write_jsonl, atomic_write_t
 
 log = logging.getLogger(__name__)
 
+# The config keys whose ``auto`` the run resolves for its machine, and their names in results.json's "resources".
+RESOLVED_AS = {"dtype": "dtype", "train.mixed_precision": "mixed_precision"}
+
 
 class StageFolder:
     """``OUT/tasks/<index>-<label>``: one stage's files."""
@@ -139,14 +142,27 @@ class RunFolder:
     def config_changes(self, config: dict[str, Any]) -> list[str]:
         """``key: saved -> new`` for each setting where ``config`` differs from the folder's config.yaml
         ([] if it has none). ``output_dir`` is left out (a moved folder holds the same run), and so is the
-        task list (``task_changes``) and a setting added after the folder was made, at its default."""
+        task list (``task_changes``) and a setting added after the folder was made, at its default. A saved
+        ``auto`` that the finished run resolved (``resolved_choices``) compares as the value it ran as."""
         if not self.config.is_file():
             return []
         old, new = flatten(self.saved_config()), flatten(config)
         added = {k for k in new.keys() - old.keys() if k in LEFT_OUT_AT_DEFAULT and new[k] == LEFT_OUT_AT_DEFAULT[k]}
         ignored = {"output_dir", "tasks", *added}
+        ran = {k: v for k, v in self.resolved_choices().items() if old.get(k) == "auto" and new.get(k) != "auto"}
+        shown = {k: f"'auto' (ran as {v!r})" for k, v in ran.items()}
+        old.update(ran)
         keys = sorted(k for k in old.keys() | new.keys() if k not in ignored and old.get(k) != new.get(k))
-        return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+        return [f"{k}: {shown.get(k, repr(old.get(k)))} -> {new.get(k)!r}" for k in keys]
+
+    def resolved_choices(self) -> dict[str, Any]:
+        """``{config key: value}`` of the machine choices a finished run made for its ``auto`` settings (from
+        results.json's ``resources``): ``train.mixed_precision=auto`` is bf16 on one CPU and none on another,
+        so a saved ``auto`` compares as what it ran as. {} for a run that has not finished."""
+        resources = (self.finished_results() or {}).get("resources") or {}
+        return {
+            key: resources[name]["value"] for key, name in RESOLVED_AS.items() if isinstance(resources.get(name), dict)
+        }
 
     def task_changes(self, config: dict[str, Any]) -> str:
         """How the task list differs from the saved one, briefly: ``+[c, d]`` (added after the run's own),
