@@ -156,6 +156,21 @@ def cmd_bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(ns: argparse.Namespace) -> int:
+    from olora.tools.tune import tune
+
+    path, overrides = _split_config_args(ns.args)
+    out = Path(ns.out)
+    text = tune(path, overrides, ns.benchmark, ns.orders, ns.methods, ns.seeds, out, run_missing=not ns.table_only)
+    print(text)
+    print(
+        f"written: {out / 'tuning.md'}, {out / 'tuned.txt'}\n"
+        f"test-split runs at the chosen values: olora bench <the same settings> $(cat {out / 'tuned.txt'}) "
+        f"--benchmark {ns.benchmark} --methods {' '.join(ns.methods)} --seeds ..."
+    )
+    return 0
+
+
 def cmd_report(ns: argparse.Namespace) -> int:
     from olora.tools.report import build_report
 
@@ -313,6 +328,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--command-text", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("tune", help="each method's main hyperparameter chosen on the validation split")
+    p.add_argument(
+        "args",
+        nargs="*",
+        help="optional config file, then key=value overrides for every run, method:key=value for one method's runs",
+    )
+    p.add_argument("--benchmark", default="proxy", help="standard, long or proxy (configs/benchmarks.yaml)")
+    p.add_argument("--orders", nargs="+", default=["1"], help="orders of the benchmark")
+    p.add_argument("--methods", nargs="+", default=["seqlora", "inclora", "olora"], help="columns to tune")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1])
+    p.add_argument("--out", default="runs/tune", help="parent folder of the trials' runs")
+    p.add_argument("--table-only", action="store_true", help="train nothing: choose from the finished trials")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("report", help="HTML + Markdown report with plots of one or more runs")
     p.add_argument("runs", nargs="+", help="run folders")

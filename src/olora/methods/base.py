@@ -37,6 +37,20 @@ from olora.data.tasks import Task
 from olora.errors import OloraError
 
 
+@dataclass(frozen=True)
+class Tuned:
+    """A method's one main hyperparameter and the values ``olora tune`` tries on the validation split: three
+    for every method, so each gets the same budget. ``values`` are tried as given; ``factors`` multiply the
+    value the config resolves (the benchmark's or the user's), so the grid follows any benchmark's scale."""
+
+    key: str  # a dotted config key
+    values: tuple[float, ...] = ()
+    factors: tuple[float, ...] = ()
+
+    def candidates(self, current: float) -> list[float]:
+        return list(self.values) if self.values else [float(f"{current * f:.6g}") for f in self.factors]
+
+
 @dataclass
 class Stage:
     """One training stage: normally one task; for the ``mtl_*`` methods one stage holds every task."""
@@ -54,6 +68,8 @@ class Method:
     sections: ClassVar[tuple[str, ...]] = ()  # the config sections this class reads (its options)
     trains: ClassVar[Literal["adapter", "model"]] = "adapter"  # 'model': every stage saves the whole model
     forward_transfer: ClassVar[bool] = True  # the model after task j-1 can be scored on task j (FWT)
+    # What `olora tune` varies: the learning rate, unless the method has a weight or threshold of its own.
+    tuned: ClassVar[Tuned] = Tuned("train.lr", factors=(0.5, 1.0, 2.0))
 
     def __init__(self, options: dict[str, Any]):
         for section in self.option_sections():

@@ -29,7 +29,7 @@ from olora.core.train import TrainingHooks, accepts_logits_to_keep, answer_logit
 from olora.data.encoding import IGNORE, Encoded, collate_train
 from olora.data.tasks import Task
 from olora.errors import OloraError
-from olora.methods.base import Method, Stage
+from olora.methods.base import Method, Stage, Tuned
 from olora.methods.registry import define, register
 from olora.methods.units import OneAdapter, WholeModel, adapter_hooks, ensure_adapter
 from olora.seeding import derive_seed
@@ -139,6 +139,8 @@ class EWCOptions:
 
 class EWC:
     """EWC: elastic weight consolidation, (λ/2)·Σ F·(θ − θ*)² on what trains, F summed over past tasks."""
+
+    tuned = Tuned("ewc.weight", factors=(0.1, 1.0, 10.0))
 
     sections = ("ewc",)
 
@@ -258,6 +260,8 @@ class LwFOptions:
 class LwF:
     """LwF: learning without forgetting, distillation from what trains as it was before the task (a frozen
     copy of the whole model, or of the one adapter)."""
+
+    tuned = Tuned("lwf.weight", factors=(0.1, 1.0, 10.0))
 
     sections = ("lwf",)
 

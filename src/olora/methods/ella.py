@@ -22,7 +22,7 @@ from olora.config import check, register_options
 from olora.core.adapters import lora_layers
 from olora.core.context import RunContext
 from olora.core.train import TrainingHooks
-from olora.methods.base import Stage
+from olora.methods.base import Stage, Tuned
 from olora.methods.registry import register
 from olora.methods.units import TaskAdapters
 
@@ -77,6 +77,8 @@ class OverlapPenalty:
 @register("ella")
 class ELLA(TaskAdapters):
     """ELLA (EACL 2026): task adapters with λ·‖ΔW_t ⊙ Σ_{i<t} ΔW_i‖² (element-wise), no subspace constraint."""
+
+    tuned = Tuned("ella.weight", factors=(0.1, 1.0, 10.0))
 
     sections = ("ella",)
 

@@ -36,7 +36,7 @@ from olora.core.context import RunContext
 from olora.core.train import TrainingHooks
 from olora.data.encoding import Encoded, collate_train
 from olora.errors import OloraError
-from olora.methods.base import Stage
+from olora.methods.base import Stage, Tuned
 from olora.methods.registry import register
 from olora.methods.units import TaskAdapters
 from olora.seeding import derive_seed
@@ -76,6 +76,8 @@ class InfLoRAOptions:
 @register("inflora")
 class InfLoRA(TaskAdapters):
     """InfLoRA (Liang & Li, CVPR 2024): lora_A fixed outside the past tasks' input span, only lora_B trains."""
+
+    tuned = Tuned("inflora.threshold", values=(0.9, 0.97, 0.995))
 
     sections = ("inflora",)
 

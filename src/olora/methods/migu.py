@@ -23,7 +23,7 @@ from olora.core.adapters import lora_layers
 from olora.core.context import RunContext
 from olora.core.prefix import token_weights
 from olora.core.train import TrainingHooks
-from olora.methods.base import Stage
+from olora.methods.base import Stage, Tuned
 from olora.methods.registry import register
 from olora.methods.units import OneAdapter
 
@@ -79,6 +79,8 @@ class OutputMagnitudes:
 @register("migu")
 class MIGU(OneAdapter):
     """MIGU (Du et al., EMNLP 2024 Findings): from task 2, only the largest-output channels of each LoRA map update."""
+
+    tuned = Tuned("migu.quantile", values=(0.5, 0.7, 0.9))
 
     sections = ("migu",)
 

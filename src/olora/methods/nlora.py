@@ -10,7 +10,7 @@ from olora.config import check, register_options
 from olora.core.adapters import update_l1
 from olora.core.context import RunContext
 from olora.core.train import TrainingHooks
-from olora.methods.base import Stage
+from olora.methods.base import Stage, Tuned
 from olora.methods.registry import register
 from olora.methods.units import TaskAdapters
 
@@ -35,6 +35,8 @@ class NLoRAOptions:
 @register("nlora")
 class NLoRA(TaskAdapters):
     """N-LoRA (Yang et al., COLING 2025): task adapters with λ·‖s·B_t A_t‖_1 on the new update (sparse)."""
+
+    tuned = Tuned("nlora.weight", factors=(0.1, 1.0, 10.0))
 
     sections = ("nlora",)
 

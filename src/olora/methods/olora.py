@@ -18,7 +18,7 @@ from olora.config import check, register_options
 from olora.core.adapters import OrthogonalityPenalty, complement_init, l2_norm
 from olora.core.context import RunContext
 from olora.core.train import TrainingHooks
-from olora.methods.base import Stage
+from olora.methods.base import Stage, Tuned
 from olora.methods.registry import register
 from olora.methods.units import TaskAdapters
 
@@ -73,6 +73,8 @@ class OLoRAOptions:
 @register("olora")
 class OLoRA(TaskAdapters):
     """O-LoRA (Wang et al. 2023): task adapters + λ1·orthogonality to the past adapters + λ2·L2."""
+
+    tuned = Tuned("olora.lambda_orth", factors=(0.1, 1.0, 10.0))
 
     sections = ("olora",)
 

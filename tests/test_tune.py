@@ -1,0 +1,83 @@
+"""olora tune: each method's main hyperparameter chosen on the validation split, three values each."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import olora.runner
+from conftest import long_test
+from olora.cli import main
+from olora.config import config_to_dict, load_config
+from olora.methods import METHODS
+from olora.presets import flatten
+from olora.tools.tune import Trial, choose, trials
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_tunes_three_values_of_a_setting_it_reads(name):
+    """Same budget for every method: three distinct values of one key the method's runs read, its default among
+    them (tuning never drops the value an untuned run uses)."""
+    method = METHODS[name]
+    cfg = flatten(config_to_dict(load_config(None, [f"method={name}", "tasks=[sentiment]"])))
+    section = method.tuned.key.split(".", 1)[0]
+    assert method.tuned.key in cfg and section in ("train", *method.option_sections())
+    values = method.tuned.candidates(cfg[method.tuned.key])
+    assert len(values) == len(set(values)) == 3
+    assert cfg[method.tuned.key] in values
+
+
+def test_trials_follow_the_configured_value_and_a_column_s_own_overrides():
+    overrides = ["train.lr=0.004", "olora@paper:olora.lambda_orth=50"]
+    grid = trials(None, overrides, "proxy", "1", ["seqlora", "olora@paper"])
+    assert [(t.label, t.value, t.current) for t in grid] == [
+        ("seqlora@lr0.002", 0.002, False),
+        ("seqlora@lr0.004", 0.004, True),
+        ("seqlora@lr0.008", 0.008, False),
+        ("olora@paper-lambda_orth5", 5.0, False),
+        ("olora@paper-lambda_orth50", 50.0, True),
+        ("olora@paper-lambda_orth500", 500.0, False),
+    ]
+
+
+def test_choose_takes_the_best_mean_and_keeps_the_configured_value_on_a_tie():
+    grid = [Trial("olora", "olora.lambda_orth", v, v == 0.5) for v in (0.05, 0.5, 5.0)]
+    runs = lambda label, *aa: [{"column": label, "aa": a} for a in aa]  # noqa: E731
+    best = choose([*runs("olora@lambda_orth0.05", 60, 70), *runs("olora@lambda_orth0.5", 64, 64)], grid)
+    assert best["olora"]["trial"].value == 0.05 and best["olora"]["scores"] == {0.05: [60, 70], 0.5: [64, 64]}
+    tie = choose([*runs("olora@lambda_orth5", 64), *runs("olora@lambda_orth0.5", 64)], grid)
+    assert tie["olora"]["trial"].value == 0.5
+
+
+@long_test  # three proxy runs, ~60 s of CPU: the choice and the files are tested fast below
+@pytest.mark.slow
+def test_tune_runs_each_value_on_validation_and_writes_the_choice(tiny_dirs, data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "tune"
+    args = ["tune", f"model={tiny_dirs['llama']}", f"data.dir={data_dir}", "data.train_per_class=2",
+            "data.test_per_class=1", "data.validation_per_class=1", "train.max_steps=1",
+            "data.max_source_length=240", "--benchmark", "proxy", "--methods", "olora", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    results = {}
+    for value in (0.05, 0.5, 5.0):
+        cell = out / "proxy-order1" / f"olora@lambda_orth{value:g}" / "seed1"
+        saved = json.loads((cell / "results.json").read_text())
+        assert saved["config"]["olora"]["lambda_orth"] == value
+        assert saved["config"]["data"]["eval_split"] == "validation"  # the test split is never read
+        results[value] = saved["aa"]
+    best = max(results, key=lambda v: (results[v], v == 0.5))
+    assert (out / "tuned.txt").read_text() == f"olora:olora.lambda_orth={best!r}\n"
+    assert "chosen" in (out / "tuning.md").read_text()
+    # choosing again from the finished trials trains nothing
+    monkeypatch.setattr(olora.runner, "train_task", lambda *a, **k: pytest.fail("a finished trial trained again"))
+    assert main([*args, "--table-only"]) == 0
+    assert (out / "tuned.txt").read_text() == f"olora:olora.lambda_orth={best!r}\n"
+
+
+def test_tune_refuses_an_eval_split_and_an_empty_table(tmp_path, capsys):
+    args = ["tune", "--benchmark", "proxy", "--methods", "olora", "--out", str(tmp_path)]
+    assert main([args[0], "data.eval_split=test", *args[1:]]) == 2
+    assert "data.eval_split is set by tune (validation)" in capsys.readouterr().err
+    assert main([*args, "--table-only"]) == 2
+    assert "tune: no finished trial" in capsys.readouterr().err
+    assert not (tmp_path / "tuned.txt").exists()
