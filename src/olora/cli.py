@@ -250,6 +250,10 @@ def cmd_methods(ns: argparse.Namespace) -> int:
     for name in sorted(METHODS):
         cls = METHODS[name]
         print(f"{name:14} {cls.summary()}")
+        tuned = cls.tuned
+        tried = ", ".join(f"{v:g}" for v in tuned.factors or tuned.values)
+        tried = f"× {tried}" if tuned.factors else tried
+        print(f"{'':15}  olora tune tries {tuned.key} {tried}")
         for section in cls.option_sections():
             defaults = OPTION_SECTIONS[section]()
             for f in dataclasses.fields(defaults):
