@@ -197,3 +197,15 @@ def test_the_committed_cells_rebuild_the_committed_table(tmp_path):
     assert main(args) == 0
     assert (out / "table.csv").read_text() == (root / "table.csv").read_text()
     assert "other than this command" not in (out / "table.md").read_text()
+
+
+def test_the_table_says_how_its_cells_computed_and_warns_when_they_differ():
+    """train.mixed_precision=auto is bf16 on some CPUs: a table over cells from several machines says so."""
+    from olora.tools.bench import precisions
+
+    ran = lambda mp: {"resources": {"dtype": {"value": "float32"}, "mixed_precision": {"value": mp}}}  # noqa: E731
+    assert precisions([ran("none"), ran("none")]) == "Cells ran as: float32 weights, mixed precision none (2 runs)."
+    mixed = precisions([ran("none"), ran("bf16"), ran("none")])
+    assert mixed.startswith("Cells ran as: float32 weights, mixed precision none (2 runs); float32 weights, mixed ")
+    assert mixed.endswith("bf16 (1 runs) ⚠ unlike computations in one table.")
+    assert precisions([{"resources": {}}]) == ""

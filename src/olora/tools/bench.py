@@ -21,6 +21,7 @@ import platform
 import re
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 from olora.config import config_to_dict, load_config
@@ -295,6 +296,20 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores{mem}, {device}, torch {torch.__version__}"
 
 
+def precisions(results: list[dict]) -> str:
+    """How the cells ran (weights dtype, forward precision), with counts: ``auto`` resolves per machine, and a
+    table over cells made on several machines must say whether they all computed alike."""
+    ran = Counter(
+        f"{r['resources']['dtype']['value']} weights, mixed precision {r['resources']['mixed_precision']['value']}"
+        for r in results
+        if isinstance((r.get("resources") or {}).get("mixed_precision"), dict)
+    )
+    if not ran:
+        return ""
+    warning = " ⚠ unlike computations in one table" if len(ran) > 1 else ""
+    return "Cells ran as: " + "; ".join(f"{k} ({n} runs)" for k, n in ran.most_common()) + warning + "."
+
+
 def grid_deviations(results: list[dict]) -> list[str]:
     """The union of the runs' deviations; one that not every method has names the methods that have it."""
     by_method: dict[str, set[str]] = {}
@@ -361,7 +376,8 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
     gaps = gap_closed(results)
     parts = [
         f"Command: `{command}`",
-        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
+        f"Table made on: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
+        *([precisions(results)] if precisions(results) else []),
         "",
         table,
         "",
