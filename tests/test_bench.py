@@ -207,5 +207,5 @@ def test_the_table_says_how_its_cells_computed_and_warns_when_they_differ():
     assert precisions([ran("none"), ran("none")]) == "Cells ran as: float32 weights, mixed precision none (2 runs)."
     mixed = precisions([ran("none"), ran("bf16"), ran("none")])
     assert mixed.startswith("Cells ran as: float32 weights, mixed precision none (2 runs); float32 weights, mixed ")
-    assert mixed.endswith("bf16 (1 runs) ⚠ unlike computations in one table.")
+    assert mixed.endswith("bf16 (1 run) ⚠ unlike computations in one table.")
     assert precisions([{"resources": {}}]) == ""

@@ -256,4 +256,5 @@ def test_methods_command_lists_every_method_and_its_options(capsys):
     listed = {line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")}
     assert listed == set(METHODS)
     assert "inflora.threshold = 0.97" in out and "past.fold = 'merge'" in out and "(full fine-tuning)" in out
-    assert "olora tune tries olora.lambda_orth × 0.1, 1, 10" in out and "threshold 0.9, 0.97, 0.995" in out
+    assert "olora tune tries olora.lambda_orth × 0.1, 1, 10 of the configured value" in out
+    assert "olora tune tries inflora.threshold 0.9, 0.97, 0.995" in out

@@ -10,9 +10,11 @@ import olora.runner
 from conftest import long_test
 from olora.cli import main
 from olora.config import config_to_dict, load_config
+from olora.errors import OloraError
 from olora.methods import METHODS
+from olora.methods.base import Tuned
 from olora.presets import flatten
-from olora.tools.tune import Trial, choose, trials
+from olora.tools.tune import Trial, choose, table, trials
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -30,7 +32,7 @@ def test_every_method_tunes_three_values_of_a_setting_it_reads(name):
 
 def test_trials_follow_the_configured_value_and_a_column_s_own_overrides():
     overrides = ["train.lr=0.004", "olora@paper:olora.lambda_orth=50"]
-    grid = trials(None, overrides, "proxy", "1", ["seqlora", "olora@paper"])
+    grid = trials(None, overrides, "proxy", ["1", "2"], ["seqlora", "olora@paper"])
     assert [(t.label, t.value, t.current) for t in grid] == [
         ("seqlora@lr0.002", 0.002, False),
         ("seqlora@lr0.004", 0.004, True),
@@ -43,16 +45,55 @@ def test_trials_follow_the_configured_value_and_a_column_s_own_overrides():
 
 def test_choose_takes_the_best_mean_and_keeps_the_configured_value_on_a_tie():
     grid = [Trial("olora", "olora.lambda_orth", v, v == 0.5) for v in (0.05, 0.5, 5.0)]
-    runs = lambda label, *aa: [{"column": label, "aa": a} for a in aa]  # noqa: E731
-    best = choose([*runs("olora@lambda_orth0.05", 60, 70), *runs("olora@lambda_orth0.5", 64, 64)], grid)
-    assert best["olora"]["trial"].value == 0.05 and best["olora"]["scores"] == {0.05: [60, 70], 0.5: [64, 64]}
-    tie = choose([*runs("olora@lambda_orth5", 64), *runs("olora@lambda_orth0.5", 64)], grid)
+    runs = lambda value, *aa: [  # noqa: E731
+        {"column": f"olora@lambda_orth{value:g}", "aa": a, "seed": seed, "config": {"order": "1"}}
+        for seed, a in enumerate(aa, 1)
+    ]
+    best = choose([*runs(0.05, 60, 70), *runs(0.5, 64, 64), *runs(5.0, 50, 50)], grid, cells=2)
+    assert best["olora"]["trial"].value == 0.05 and best["olora"]["scores"][0.05] == [60, 70]
+    assert not best["olora"]["partial"]
+    tie = choose([*runs(5.0, 64), *runs(0.5, 64), *runs(0.05, 63)], grid, cells=1)
     assert tie["olora"]["trial"].value == 0.5
+
+
+def test_choose_compares_shared_cells_only_and_never_counts_diverged_or_other_settings():
+    """A value with a seed the others lack is compared on the shared seeds; a diverged value and a cell
+    run with other settings (e.g. on the test split) are never chosen."""
+    grid = [Trial("olora", "olora.lambda_orth", v, v == 0.5) for v in (0.05, 0.5, 5.0)]
+    cell = lambda value, seed, aa, **more: {  # noqa: E731
+        "column": f"olora@lambda_orth{value:g}",
+        "aa": aa,
+        "seed": seed,
+        "config": {"order": "1"},
+        **more,
+    }
+    results = [
+        cell(0.05, 1, 60), cell(0.05, 2, 90),  # seed 2 only here: not compared
+        cell(0.5, 1, 65),
+        cell(5.0, 1, None, failed="the loss became NaN"),
+        cell(5.0, 2, 99, config_changes=["data.eval_split: 'test' -> 'validation'"]),
+    ]  # fmt: skip
+    pick = choose(results, grid, cells=2)["olora"]
+    assert pick["trial"].value == 0.5 and pick["scores"] == {0.05: [60], 0.5: [65]}
+    assert pick["diverged"] == [5.0] and pick["partial"]
+    assert "(diverged)" in table({"olora": pick}, grid) and "partial" in table({"olora": pick}, grid)
+    assert choose([cell(0.5, 1, None, failed="NaN")], grid, cells=1) == {}
+
+
+def test_tune_refuses_values_that_do_not_vary_what_runs():
+    with pytest.raises(OloraError, match=r"sets olora.task_lambdas=.* so olora.lambda_orth does not apply"):
+        trials(None, [], "long", ["6"], ["olora"])  # order 6 gives every task its own λ
+    with pytest.raises(OloraError, match=r"olora's olora.lambda_orth is 0.0, so its values \[0.0, 0.0, 0.0\] repeat"):
+        trials(None, ["olora.lambda_orth=0"], "proxy", ["1"], ["olora"])
+    with pytest.raises(OloraError, match=r"inflora.threshold is 0.99, but tune tries \[0.9, 0.97, 0.995\]"):
+        trials(None, ["inflora:inflora.threshold=0.99"], "proxy", ["1"], ["inflora"])
+    with pytest.raises(ValueError, match="three values or three factors"):
+        Tuned("train.lr", values=(1.0, 2.0))
 
 
 @long_test  # three proxy runs, ~60 s of CPU: the choice and the files are tested fast below
 @pytest.mark.slow
-def test_tune_runs_each_value_on_validation_and_writes_the_choice(tiny_dirs, data_dir, tmp_path, monkeypatch, capsys):
+def test_tune_runs_each_value_on_validation_and_writes_the_choice(tiny_dirs, data_dir, tmp_path, monkeypatch):
     out = tmp_path / "tune"
     args = ["tune", f"model={tiny_dirs['llama']}", f"data.dir={data_dir}", "data.train_per_class=2",
             "data.test_per_class=1", "data.validation_per_class=1", "train.max_steps=1",
@@ -77,7 +118,7 @@ def test_tune_runs_each_value_on_validation_and_writes_the_choice(tiny_dirs, dat
 def test_tune_refuses_an_eval_split_and_an_empty_table(tmp_path, capsys):
     args = ["tune", "--benchmark", "proxy", "--methods", "olora", "--out", str(tmp_path)]
     assert main([args[0], "data.eval_split=test", *args[1:]]) == 2
-    assert "data.eval_split is set by tune (validation)" in capsys.readouterr().err
+    assert "'data.eval_split=test' sets data.eval_split, which tune sets to validation" in capsys.readouterr().err
     assert main([*args, "--table-only"]) == 2
     assert "tune: no finished trial" in capsys.readouterr().err
     assert not (tmp_path / "tuned.txt").exists()

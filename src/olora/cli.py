@@ -157,6 +157,8 @@ def cmd_bench(ns: argparse.Namespace) -> int:
 
 
 def cmd_tune(ns: argparse.Namespace) -> int:
+    import shlex
+
     from olora.tools.tune import tune
 
     path, overrides = _split_config_args(ns.args)
@@ -165,8 +167,9 @@ def cmd_tune(ns: argparse.Namespace) -> int:
     print(text)
     print(
         f"written: {out / 'tuning.md'}, {out / 'tuned.txt'}\n"
-        f"test-split runs at the chosen values: olora bench <the same settings> $(cat {out / 'tuned.txt'}) "
-        f"--benchmark {ns.benchmark} --methods {' '.join(ns.methods)} --seeds ..."
+        "test-split runs at the chosen values: olora bench <the same settings> "
+        f"$(cat {shlex.quote(str(out / 'tuned.txt'))}) "
+        f"--benchmark {ns.benchmark} --orders {' '.join(ns.orders)} --methods {' '.join(ns.methods)} --seeds ..."
     )
     return 0
 
@@ -252,7 +255,7 @@ def cmd_methods(ns: argparse.Namespace) -> int:
         print(f"{name:14} {cls.summary()}")
         tuned = cls.tuned
         tried = ", ".join(f"{v:g}" for v in tuned.factors or tuned.values)
-        tried = f"× {tried}" if tuned.factors else tried
+        tried = f"× {tried} of the configured value" if tuned.factors else tried
         print(f"{'':15}  olora tune tries {tuned.key} {tried}")
         for section in cls.option_sections():
             defaults = OPTION_SECTIONS[section]()

@@ -40,15 +40,23 @@ from olora.errors import OloraError
 @dataclass(frozen=True)
 class Tuned:
     """A method's one main hyperparameter and the values ``olora tune`` tries on the validation split: three
-    for every method, so each gets the same budget. ``values`` are tried as given; ``factors`` multiply the
-    value the config resolves (the benchmark's or the user's), so the grid follows any benchmark's scale."""
+    for every method, so each gets the same budget. ``values`` are tried as given (the default among them);
+    ``factors`` multiply the value the config resolves (the benchmark's or the user's), so the grid follows
+    any benchmark's scale. ``overridden_by``: settings that, when set, make ``key`` change nothing."""
 
     key: str  # a dotted config key
     values: tuple[float, ...] = ()
     factors: tuple[float, ...] = ()
+    overridden_by: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if bool(self.values) == bool(self.factors) or len(self.values or self.factors) != 3:
+            raise ValueError(f"Tuned({self.key!r}): give three values or three factors, not both")
 
     def candidates(self, current: float) -> list[float]:
-        return list(self.values) if self.values else [float(f"{current * f:.6g}") for f in self.factors]
+        if self.values:
+            return list(self.values)
+        return [current if f == 1 else float(f"{current * f:.6g}") for f in self.factors]
 
 
 @dataclass

@@ -74,7 +74,7 @@ class OLoRAOptions:
 class OLoRA(TaskAdapters):
     """O-LoRA (Wang et al. 2023): task adapters + λ1·orthogonality to the past adapters + λ2·L2."""
 
-    tuned = Tuned("olora.lambda_orth", factors=(0.1, 1.0, 10.0))
+    tuned = Tuned("olora.lambda_orth", factors=(0.1, 1.0, 10.0), overridden_by=("olora.task_lambdas",))
 
     sections = ("olora",)
 

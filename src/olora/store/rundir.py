@@ -143,7 +143,8 @@ class RunFolder:
         """``key: saved -> new`` for each setting where ``config`` differs from the folder's config.yaml
         ([] if it has none). ``output_dir`` is left out (a moved folder holds the same run), and so is the
         task list (``task_changes``) and a setting added after the folder was made, at its default. A saved
-        ``auto`` that the finished run resolved (``resolved_choices``) compares as the value it ran as."""
+        ``auto`` that the finished run resolved (``resolved_choices``) compares as the value it ran as (not the
+        other way: a saved value against a new ``auto`` is a change, auto's value is known only when it runs)."""
         if not self.config.is_file():
             return []
         old, new = flatten(self.saved_config()), flatten(config)

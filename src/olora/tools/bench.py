@@ -68,11 +68,13 @@ def run_grid(
     seeds: list[int],
     out: Path,
     run_missing: bool = True,
+    tolerate: tuple[type[Exception], ...] = (),
 ) -> list[dict]:
     """Run (or reuse) every cell of the grid; return all results. ``run_missing=False``: only reuse,
     and log the cells that have no finished run. A cell whose folder holds a run of another config is an
     error before anything trains; with ``run_missing=False`` its result is kept, its differences listed
-    in ``result["config_changes"]`` (the table prints them)."""
+    in ``result["config_changes"]`` (the table prints them). A run that raises one of ``tolerate`` (tune:
+    a diverged trial) is logged and returned as ``{"failed": message}`` with its column, seed and order."""
     results = []
     # Validate every cell's config before the first (long) run starts.
     cells, changed = [], {}
@@ -111,7 +113,11 @@ def run_grid(
             log.warning("no finished run in %s: left out of the table", folder)
             continue
         if done is None:
-            done = run(cfg)
+            try:
+                done = run(cfg)
+            except tolerate as exc:
+                log.warning("%s failed: %s", folder, exc)
+                done = {"failed": str(exc), "seed": cfg.seed, "config": {"order": cfg.order}}
             release_memory()
         elif folder in changed:
             log.warning("%s was run with another config (%s)", folder, "; ".join(changed[folder]))
@@ -302,12 +308,13 @@ def precisions(results: list[dict]) -> str:
     ran = Counter(
         f"{r['resources']['dtype']['value']} weights, mixed precision {r['resources']['mixed_precision']['value']}"
         for r in results
-        if isinstance((r.get("resources") or {}).get("mixed_precision"), dict)
+        if all(isinstance((r.get("resources") or {}).get(k), dict) for k in ("dtype", "mixed_precision"))
     )
     if not ran:
         return ""
     warning = " ⚠ unlike computations in one table" if len(ran) > 1 else ""
-    return "Cells ran as: " + "; ".join(f"{k} ({n} runs)" for k, n in ran.most_common()) + warning + "."
+    counted = "; ".join(f"{k} ({n} run{'s' if n > 1 else ''})" for k, n in ran.most_common())
+    return f"Cells ran as: {counted}{warning}."
 
 
 def grid_deviations(results: list[dict]) -> list[str]:
@@ -377,7 +384,7 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
     parts = [
         f"Command: `{command}`",
         f"Table made on: {machine()}. Date: {time.strftime('%Y-%m-%d')}.",
-        *([precisions(results)] if precisions(results) else []),
+        *filter(None, [precisions(results)]),
         "",
         table,
         "",
