@@ -4,21 +4,44 @@
 # Each method at its defaults (no hyper-parameter tuned yet, see docs/RESULTS.md). A cell folder keeps the
 # run's results.json and config.yaml only, copied from the run folders with
 #   (cd "$OUT" && find . -maxdepth 4 \( -name results.json -o -name config.yaml \) -exec cp --parents {} "$DEST" \;)
+# Sessions 8 (a CPU without bf16 units) and 9 (one with them) ran them; every cell computed in float32
+# (session 9's benchmark pins dtype=float32 and train.mixed_precision=none; session 8's auto resolved to the
+# same on its CPU, which each cell's results.json records and the table's "Cells ran as" line counts).
 set -eu
 DATA_DIR=${DATA_DIR:-/work/shared/cl_benchmark/CL_Benchmark}
 OUT=${OUT:-runs/cpu_forgetting}
+# Session 8, order 1:
 olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 1 \
     --methods seqlora olora inclora inflora replay_lora --seeds 1 --out "$OUT"
 for seed in 2 3 4 5; do
     olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 1 \
         --methods seqlora olora inflora replay_lora --seeds "$seed" --out "$OUT"
 done
-# Order 2 (agnews → dbpedia), SeqLoRA and O-LoRA, as far as the session's time allowed:
+# Session 8, order 2 (agnews → dbpedia), seeds 1-2 of SeqLoRA and seed 1 of O-LoRA:
+olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods seqlora olora --seeds 1 --out "$OUT"
+olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods seqlora --seeds 2 --out "$OUT"
+# Session 9, order 1: the paper's O-LoRA loss, N-LoRA, EWC, LwF, MTL (the upper bound); IncLoRA seeds 2-5:
 for seed in 1 2 3 4 5; do
+    M="olora@paper nlora ewc_lora lwf_lora mtl_lora"
+    [ "$seed" != 1 ] && M="inclora $M"
+    olora bench "data.dir=$DATA_DIR" olora@paper:olora.orth=paper --benchmark cpu_forgetting --orders 1 \
+        --methods $M --seeds "$seed" --out "$OUT"
+done
+# Session 9, order 2: SeqLoRA and O-LoRA towards 5 seeds, then the three best others of order 1 (by mean AA),
+# as far as the session's time allowed (docs/RESULTS.md says which cells exist):
+olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods olora --seeds 2 --out "$OUT"
+for seed in 3 4 5; do
     olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods seqlora olora --seeds "$seed" \
         --out "$OUT"
 done
-# The table and the two figures, from the committed cells, on a fresh clone (nothing trains):
-# olora bench data.dir=/work/shared/cl_benchmark/CL_Benchmark --benchmark cpu_forgetting --orders 1 2 \
-#     --methods seqlora olora inclora inflora replay_lora --seeds 1 2 3 4 5 --out results/cpu_forgetting \
-#     --table-only --results-md results/cpu_forgetting/RESULTS.md
+# The three best others of order 1 by mean AA (replay_lora, lwf_lora, inflora), seeds 1-3 (4-5 not run yet):
+for seed in 1 2 3; do
+    olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods replay_lora lwf_lora inflora \
+        --seeds "$seed" --out "$OUT"
+done
+# The table and the two figures, from the committed cells, on a fresh clone (nothing trains; the command is
+# also the first line of table.md, which tests/test_bench.py runs):
+# olora bench data.dir=/work/shared/cl_benchmark/CL_Benchmark olora@paper:olora.orth=paper \
+#     --benchmark cpu_forgetting --orders 1 2 --methods seqlora olora olora@paper inclora nlora inflora ewc_lora \
+#     lwf_lora replay_lora mtl_lora --seeds 1 2 3 4 5 --out results/cpu_forgetting --table-only \
+#     --results-md results/cpu_forgetting/RESULTS.md
