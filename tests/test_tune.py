@@ -7,7 +7,6 @@ import json
 import pytest
 
 import olora.runner
-from conftest import long_test
 from olora.cli import main
 from olora.config import config_to_dict, load_config
 from olora.errors import OloraError
@@ -91,7 +90,6 @@ def test_tune_refuses_values_that_do_not_vary_what_runs():
         Tuned("train.lr", values=(1.0, 2.0))
 
 
-@long_test  # three proxy runs, ~60 s of CPU: the choice and the files are tested fast below
 @pytest.mark.slow
 def test_tune_runs_each_value_on_validation_and_writes_the_choice(tiny_dirs, data_dir, tmp_path, monkeypatch):
     out = tmp_path / "tune"

@@ -272,6 +272,17 @@ def cmd_show(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _grid_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments a grid of benchmark runs shares (olora bench, olora tune)."""
+    p.add_argument(
+        "args",
+        nargs="*",
+        help="optional config file, then key=value overrides for every run, method:key=value for one method's runs",
+    )
+    p.add_argument("--benchmark", default="proxy", help="standard, long or proxy (configs/benchmarks.yaml)")
+    p.add_argument("--orders", nargs="+", default=["1"], help="orders of the benchmark")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="olora", description="\n".join(__doc__.splitlines()[:3]), formatter_class=argparse.RawTextHelpFormatter
@@ -317,13 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="methods x orders x seeds, one comparison table")
-    p.add_argument(
-        "args",
-        nargs="*",
-        help="optional config file, then key=value overrides for every run, method:key=value for one method's runs",
-    )
-    p.add_argument("--benchmark", default="proxy", help="standard, long or proxy (configs/benchmarks.yaml)")
-    p.add_argument("--orders", nargs="+", default=["1"], help="orders of the benchmark")
+    _grid_arguments(p)
     p.add_argument("--methods", nargs="+", default=["seqlora", "inclora", "olora", "mtl_lora"])
     p.add_argument("--seeds", nargs="+", type=int, default=[42])
     p.add_argument("--out", default="runs/bench", help="parent folder of the grid's runs")
@@ -337,13 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tune", help="each method's main hyperparameter chosen on the validation split")
-    p.add_argument(
-        "args",
-        nargs="*",
-        help="optional config file, then key=value overrides for every run, method:key=value for one method's runs",
-    )
-    p.add_argument("--benchmark", default="proxy", help="standard, long or proxy (configs/benchmarks.yaml)")
-    p.add_argument("--orders", nargs="+", default=["1"], help="orders of the benchmark")
+    _grid_arguments(p)
     p.add_argument("--methods", nargs="+", default=["seqlora", "inclora", "olora"], help="columns to tune")
     p.add_argument("--seeds", nargs="+", type=int, default=[1])
     p.add_argument("--out", default="runs/tune", help="parent folder of the trials' runs")
