@@ -20,7 +20,7 @@ from pathlib import Path
 from olora.config import config_to_dict, load_config
 from olora.core.train import TrainingDiverged
 from olora.errors import OloraError
-from olora.methods import method_class
+from olora.methods import Tuned, method_class
 from olora.presets import flatten
 from olora.tools.bench import method_of, run_grid, split_overrides
 
@@ -43,8 +43,7 @@ class Trial:
         return f"{self.column}{joint}{self.key.rsplit('.', 1)[-1]}{self.value:g}"
 
 
-def _values(column: str, flat: dict, order: str) -> tuple[list[float], float]:
-    tuned = method_class(method_of(column)).tuned
+def _values(column: str, tuned: Tuned, flat: dict, order: str) -> tuple[tuple[float, ...], float]:
     current = flat.get(tuned.key)
     if not isinstance(current, (int, float)) or isinstance(current, bool):
         raise OloraError(f"tune: {column}'s {tuned.key} is {current!r}, not a number: set it to one")
@@ -54,13 +53,15 @@ def _values(column: str, flat: dict, order: str) -> tuple[list[float], float]:
                 f"tune: {column} at order {order} sets {other}={flat[other]!r}, so {tuned.key} does not apply to "
                 f"the tasks it names: tune another order or pass {column}:{other}={{}}"
             )
-    values = tuned.candidates(float(current))
+    values = tuple(tuned.candidates(float(current)))
     if float(current) not in values:
         raise OloraError(
-            f"tune: {column}'s {tuned.key} is {current!r}, but tune tries {values}: drop that override to tune it"
+            f"tune: {column}'s {tuned.key} is {current!r}, but tune tries {list(values)}: drop that override to tune it"
         )
     if len(set(values)) < len(values):
-        raise OloraError(f"tune: {column}'s {tuned.key} is {current!r}, so its values {values} repeat: set another")
+        raise OloraError(
+            f"tune: {column}'s {tuned.key} is {current!r}, so its values {list(values)} repeat: set another"
+        )
     return values, float(current)
 
 
@@ -72,17 +73,17 @@ def trials(
     common, own = split_overrides(overrides, columns)
     out = []
     for column in columns:
-        key = method_class(method_of(column)).tuned.key
+        tuned = method_class(method_of(column)).tuned
         found = {}
         for order in orders:
             cell = [*common, *own[column], f"benchmark={benchmark}", f"order={order}", f"method={method_of(column)}"]
-            found[order] = _values(column, flatten(config_to_dict(load_config(config, cell))), order)
-        if len(set(map(str, found.values()))) > 1:
+            found[order] = _values(column, tuned, flatten(config_to_dict(load_config(config, cell))), order)
+        if len(set(found.values())) > 1:
             raise OloraError(
-                f"tune: {column}'s {key} differs between orders ({found}): tune one order at a time, or set {key}"
+                f"tune: {column}'s {tuned.key} differs between orders ({found}): tune one order at a time, or set it"
             )
         values, current = found[orders[0]]
-        out += [Trial(column, key, v, v == current) for v in values]
+        out += [Trial(column, tuned.key, v, v == current) for v in values]
     return out
 
 
