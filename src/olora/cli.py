@@ -1,6 +1,6 @@
 """olora: continual fine-tuning of language models with O-LoRA and the methods that came after it.
 
-Commands: run, add, config, methods, demo, bench, show, report, export, predict, perf (``olora COMMAND -h``).
+Commands: run, add, config, methods, demo, bench, tune, show, report, export, predict, perf (``olora COMMAND -h``).
 Bad input ends with one line on stderr (``olora: error: ...``) and exit code 2.
 """
 
@@ -279,7 +279,10 @@ def _grid_arguments(p: argparse.ArgumentParser) -> None:
         nargs="*",
         help="optional config file, then key=value overrides for every run, method:key=value for one method's runs",
     )
-    p.add_argument("--benchmark", default="proxy", help="standard, long or proxy (configs/benchmarks.yaml)")
+    from olora.presets import load_benchmarks  # a small YAML read: the help lists what the data file holds
+
+    names = ", ".join(load_benchmarks())
+    p.add_argument("--benchmark", default="proxy", help=f"one of {names} (configs/benchmarks.yaml)")
     p.add_argument("--orders", nargs="+", default=["1"], help="orders of the benchmark")
 
 

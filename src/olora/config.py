@@ -240,9 +240,9 @@ class RunConfig:
         "only (olora, inclora, nlora, ella, olora_proj).",
     )
     benchmark: str | None = _f(
-        None, "A benchmark of configs/benchmarks.yaml (standard, long, proxy); with order=, sets tasks."
+        None, "A benchmark of configs/benchmarks.yaml (`olora bench -h` lists them); with order=, sets tasks."
     )
-    order: str | None = _f(None, "The benchmark's order (standard/proxy: 1-3, long: 4-6).")
+    order: str | None = _f(None, "The benchmark's order (standard/proxy: 1-3, long: 4-6, cpu_forgetting: 1-2).")
     seed: int = _f(42, "Seed for data sampling, adapter initialisation and dropout.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
         "auto", "Model weights dtype; 'auto' = bfloat16 on CUDA GPUs that support it, float32 elsewhere."

@@ -54,7 +54,7 @@ def split_overrides(overrides: list[str], methods: list[str]) -> tuple[list[str]
             continue
         method_class(method_of(head))  # an unknown method name is an error naming it
         if head not in own:
-            raise OloraError(f"bench: override {item!r} is for {head!r}, which is not in --methods: add it or drop it")
+            raise OloraError(f"override {item!r} is for {head!r}, which is not in --methods: add it or drop it")
         own[head].append(rest)
     return common, own
 
@@ -103,7 +103,7 @@ def run_grid(
     if changed and run_missing:
         folder, changes = next(iter(changed.items()))
         raise OloraError(
-            f"bench: {len(changed)} cell(s) of {str(out)!r} hold runs of another config, e.g. {str(folder)!r} "
+            f"{len(changed)} cell(s) of {str(out)!r} hold runs of another config, e.g. {str(folder)!r} "
             f"({'; '.join(changes)}): pass the settings they were run with, choose another --out, or delete "
             "those folders to run them again"
         )
