@@ -106,7 +106,7 @@ def test_gap_closed():
 
 def test_paired_rows_pair_seeds_and_mark_real_differences():
     from olora.core.metrics import paired_difference
-    from olora.tools.bench import paired_rows
+    from olora.tools.bench import paired_rows, paired_table
 
     def res(method, seed, aa, bwt):
         return {"method": method, "aa": aa, "bwt": bwt, "config": {"order": "1", "seed": seed}}
@@ -119,6 +119,11 @@ def test_paired_rows_pair_seeds_and_mark_real_differences():
     assert rows["olora − seqlora"]["aa"] == f"{diff:+.1f} ± {half:.1f}" and rows["olora − seqlora"]["aa_real"]
     assert rows["olora − seqlora"]["bwt"] == "+2.0 ± 2.5" and not rows["olora − seqlora"]["bwt_real"]  # 1, 2, 3
     assert rows["olora − inclora"] == {**rows["olora − inclora"], "seeds": 1, "aa": "+0.0", "aa_real": False}
+    # differences 9, 8, 7 (std 1): 2 seeds give ±9.0, 3 give ±2.5 ≤ 4; one shared seed gives no estimate
+    assert rows["olora − seqlora"]["seeds_needed"] == 3 and "seeds_needed" not in rows["olora − inclora"]
+    table = paired_table([rows["olora − seqlora"], rows["olora − inclora"]]).splitlines()
+    assert table[0].endswith("| seeds for ΔAA ± 4 |") and table[2].endswith("| AA | 3 |")
+    assert table[3].endswith("| none | n/a |")
 
 
 def test_hub_id_is_a_real_path(monkeypatch):

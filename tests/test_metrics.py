@@ -57,6 +57,24 @@ def test_mean_std_and_paired_difference():
         paired_difference([1.0], [])
 
 
+@pytest.mark.parametrize("std", [0.0, 3.0, 7.9, 11.2, 40.0])
+def test_seeds_needed_is_the_fewest_whose_interval_is_narrow_enough(std):
+    from olora.core.metrics import seeds_needed, t95
+
+    n = seeds_needed(std, 4.0)
+    assert t95(n - 1) * std / n**0.5 <= 4.0  # enough ...
+    assert n == 2 or t95(n - 2) * std / (n - 1) ** 0.5 > 4.0  # ... and one fewer is not
+    assert seeds_needed(std, 2.0) >= n  # a narrower target never needs fewer seeds
+
+
+def test_seeds_needed_stops_at_its_cap_and_refuses_a_zero_target():
+    from olora.core.metrics import seeds_needed
+
+    assert seeds_needed(1e6, 1.0, most=50) == 50
+    with pytest.raises(ValueError, match="half_width must be positive"):
+        seeds_needed(1.0, 0.0)
+
+
 def test_a_task_learned_no_better_than_chance_is_flagged():
     from olora.core.metrics import chance_band, not_learned
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
@@ -106,7 +107,8 @@ def test_tune_runs_each_value_on_validation_and_writes_the_choice(tiny_dirs, dat
         results[value] = saved["aa"]
     best = max(results, key=lambda v: (results[v], v == 0.5))
     assert (out / "tuned.txt").read_text() == f"olora:olora.lambda_orth={best!r}\n"
-    assert "chosen" in (out / "tuning.md").read_text()
+    tuning = (out / "tuning.md").read_text()
+    assert "chosen" in tuning and tuning.startswith(f"Command: `olora {shlex.join(args)}`\n")
     # choosing again from the finished trials trains nothing
     monkeypatch.setattr(olora.runner, "train_task", lambda *a, **k: pytest.fail("a finished trial trained again"))
     assert main([*args, "--table-only"]) == 0

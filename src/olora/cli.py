@@ -146,7 +146,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
         raise OloraError(
             f"bench: no finished run in {str(out)!r} to make a table of: run the grid without --table-only"
         )
-    command = "olora " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if ns.command_text is None else ns.command_text
+    command = "olora " + shlex.join(ns.argv) if ns.command_text is None else ns.command_text
     text = write_tables(results, out, command)
     print(text)
     if ns.results_md:
@@ -163,7 +163,8 @@ def cmd_tune(ns: argparse.Namespace) -> int:
 
     path, overrides = _split_config_args(ns.args)
     out = Path(ns.out)
-    text = tune(path, overrides, ns.benchmark, ns.orders, ns.methods, ns.seeds, out, run_missing=not ns.table_only)
+    command = "olora " + shlex.join(ns.argv)
+    text = tune(path, overrides, ns.benchmark, ns.orders, ns.methods, ns.seeds, out, not ns.table_only, command=command)
     print(text)
     print(
         f"written: {out / 'tuning.md'}, {out / 'tuned.txt'}\n"
@@ -405,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    ns.argv = list(sys.argv[1:] if argv is None else argv)  # what a table's "Command:" line repeats
     _setup_logging(ns.verbose)
     try:
         return ns.func(ns)

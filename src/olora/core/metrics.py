@@ -97,6 +97,18 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
+def seeds_needed(std: float, half_width: float, most: int = 999) -> int:
+    """Fewest seeds n (≥ 2) whose 95 % t-interval half-width t(n−1)·std/√n is at most ``half_width``, taking the
+    observed standard deviation of the paired differences as the true one (a planning estimate: that std is
+    itself uncertain with few seeds). ``most`` when even that many would not do."""
+    if half_width <= 0:
+        raise ValueError(f"half_width must be positive, got {half_width}")
+    n = 2
+    while n < most and t95(n - 1) * std / n**0.5 > half_width:
+        n += 1
+    return n
+
+
 def paired_difference(a: list[float], b: list[float]) -> tuple[float, float | None]:
     """Mean of a_s − b_s over seeds s and the half-width of its 95 % t-interval (None for one seed).
 

@@ -156,10 +156,13 @@ def cells(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return groups
 
 
+TARGET_HALF_WIDTH = 4.0  # AA points: the power a ranking of methods needs (issue 23)
+
+
 def paired_rows(results: list[dict], reference: str = "olora") -> list[dict]:
     """Per order and baseline: ``reference − baseline`` in AA and BWT, seeds paired, with the half-width of
-    the 95 % t-interval."""
-    from olora.core.metrics import paired_difference
+    the 95 % t-interval, and the seeds the ΔAA interval would need to be ±``TARGET_HALF_WIDTH``."""
+    from olora.core.metrics import mean_std, paired_difference, seeds_needed
 
     by = {key: {r["config"]["seed"]: r for r in runs} for key, runs in cells(results).items()}
     rows = []
@@ -180,20 +183,25 @@ def paired_rows(results: list[dict], reference: str = "olora") -> list[dict]:
             diff, half = paired_difference(a, b)
             row[key] = f"{diff:+.1f}" + ("" if half is None else f" ± {half:.1f}")
             row[f"{key}_real"] = half is not None and abs(diff) > half
+            if key == "aa" and half is not None:
+                std = mean_std([x - y for x, y in zip(a, b, strict=True)])[1]
+                row["seeds_needed"] = seeds_needed(std, TARGET_HALF_WIDTH)
         rows.append(row)
     return rows
 
 
 def paired_table(rows: list[dict]) -> str:
     lines = [
-        "| order | difference | seeds | ΔAA (95 % CI) | ΔBWT (95 % CI) | Δlearned (95 % CI) | interval excludes 0 |",
-        "|---|---|---|---|---|---|---|",
+        "| order | difference | seeds | ΔAA (95 % CI) | ΔBWT (95 % CI) | Δlearned (95 % CI) | interval excludes 0 "
+        f"| seeds for ΔAA ± {TARGET_HALF_WIDTH:g} |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     names = {"aa": "AA", "bwt": "BWT", "learning": "learned"}
     for r in rows:
         real = ", ".join(names[k] for k in names if r.get(f"{k}_real")) or "none"
         cols = " | ".join(str(r.get(k, "n/a")) for k in names)
-        lines.append(f"| {r['order']} | {r['comparison']} | {r['seeds']} | {cols} | {real} |")
+        needed = r.get("seeds_needed", "n/a")
+        lines.append(f"| {r['order']} | {r['comparison']} | {r['seeds']} | {cols} | {real} | {needed} |")
     return "\n".join(lines)
 
 
@@ -411,7 +419,8 @@ def write_tables(results: list[dict], out: Path, command: str) -> str:
             "",
             "Paired differences over seeds (olora minus each baseline, same seed = same data sample; ± is the "
             "half-width of the 95 % t-interval; learned = mean accuracy on each task right after training it; "
-            "the last column names the differences whose interval excludes 0):",
+            "'interval excludes 0' names the differences it resolves; 'seeds for ΔAA ± 4' is how many seeds would "
+            "narrow the ΔAA interval to ±4 points if the spread seen so far held, a planning estimate):",
             "",
             paired_table(pairs),
         ]

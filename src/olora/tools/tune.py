@@ -141,9 +141,11 @@ def tune(
     seeds: list[int],
     out: Path,
     run_missing: bool = True,
+    command: str = "",
 ) -> str:
-    """Run (or reuse) every trial on the validation split, choose, write ``OUT/tuning.md`` and ``OUT/tuned.txt``
-    (one ``<column>:<key>=<value>`` per line); return the table."""
+    """Run (or reuse) every trial on the validation split, choose, write ``OUT/tuning.md`` (headed by
+    ``command``, the line that rebuilds it) and ``OUT/tuned.txt`` (one ``<column>:<key>=<value>`` per line);
+    return the table."""
     for item in overrides:
         if "data.eval_split" in item:
             raise OloraError(f"tune: {item!r} sets data.eval_split, which tune sets to validation: drop it")
@@ -165,7 +167,8 @@ def tune(
     if not chosen:
         raise OloraError(f"tune: no finished trial in {str(out)!r} to choose from: run it without --table-only")
     text = (
-        f"Validation AA (data.eval_split=validation) of {benchmark}, orders {' '.join(orders)}, seeds "
+        (f"Command: `{command}`\n\n" if command else "")
+        + f"Validation AA (data.eval_split=validation) of {benchmark}, orders {' '.join(orders)}, seeds "
         f"{' '.join(map(str, seeds))}: three values per column, the same budget for every method.\n\n"
         + table(chosen, grid)
     )
