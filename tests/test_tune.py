@@ -122,3 +122,27 @@ def test_tune_refuses_an_eval_split_and_an_empty_table(tmp_path, capsys):
     assert main([*args, "--table-only"]) == 2
     assert "tune: no finished trial" in capsys.readouterr().err
     assert not (tmp_path / "tuned.txt").exists()
+
+
+def test_the_committed_trials_rebuild_the_committed_choice(tmp_path):
+    """results/cpu_forgetting_tuning holds each trial's results.json and config.yaml: the command on the first
+    line of its tuning.md, run with --table-only on a copy (nothing trains), gives the committed tuned.txt
+    and tuning.md, and no trial counts as run with other settings."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "results" / "cpu_forgetting_tuning"
+    out = shutil.copytree(root, tmp_path / "trials")
+    command = (root / "tuning.md").read_text().splitlines()[0].removeprefix("Command: `").removesuffix("`")
+    args = shlex.split(command)[1:]
+    assert (
+        args[0] == "tune"
+        and "--table-only" in args
+        and args[args.index("--out") + 1] == "results/cpu_forgetting_tuning"
+    )
+    args[args.index("--out") + 1] = str(out)
+    assert main(args) == 0
+    assert (out / "tuned.txt").read_text() == (root / "tuned.txt").read_text()
+    rebuilt = (out / "tuning.md").read_text().split("\n", 1)[1]  # all but the command line (its --out differs)
+    assert rebuilt == (root / "tuning.md").read_text().split("\n", 1)[1]
+    assert "other settings" not in rebuilt

@@ -34,10 +34,18 @@ for seed in 3 4 5; do
     olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods seqlora olora --seeds "$seed" \
         --out "$OUT"
 done
-# The three best others of order 1 by mean AA (replay_lora, lwf_lora, inflora), seeds 1-3 (4-5 not run yet):
-for seed in 1 2 3; do
+# The three best others of order 1 by mean AA (replay_lora, lwf_lora, inflora), seeds 1-3 (session 9) and 4-5
+# (session 10):
+for seed in 1 2 3 4 5; do
     olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods replay_lora lwf_lora inflora \
         --seeds "$seed" --out "$OUT"
+done
+# Session 10: each column's one main hyper-parameter at three values on the validation split (olora tune, one
+# call per column so that it can stop between columns; the cells are in results/cpu_forgetting_tuning, whose
+# tuning.md opens with the command that rebuilds it and tuned.txt from them):
+for col in olora ewc_lora lwf_lora inflora olora@paper nlora replay_lora inclora seqlora mtl_lora; do
+    extra=""; [ "$col" = olora@paper ] && extra="olora@paper:olora.orth=paper"
+    olora tune "data.dir=$DATA_DIR" $extra --benchmark cpu_forgetting --methods "$col" --seeds 1 --out "$OUT-tuning"
 done
 # The table and the two figures, from the committed cells, on a fresh clone (nothing trains; the command is
 # also the first line of table.md, which tests/test_bench.py runs):
