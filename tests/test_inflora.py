@@ -125,3 +125,29 @@ def test_statistics_count_every_token_each_layer_sees_once(tiny_dirs, kind):
     for name, n in counts.items():
         reads_prompt = ".encoder." in name or "EncDecAttention.v" in name
         assert n == (prompts if reads_prompt else answers), name
+
+
+@pytest.mark.parametrize("kind", ["llama", "t5"])
+def test_batched_statistics_equal_one_example_at_a_time(tiny_dirs, kind):
+    """Padding never counts: the covariances (and token counts) of 4 padded rows a forward equal those of one
+    example a forward, also when a T5 batch's prompts and answers pad to the same length (the answers then
+    pad one longer, so the input's length still says which mask it takes)."""
+    from olora.config import LoRAConfig
+    from olora.core.adapters import add_adapter, peft_lora_config
+    from olora.data.builtin import builtin_task
+    from olora.data.encoding import Encoded
+
+    model, tok = load_model(str(tiny_dirs[kind]))
+    seq2seq = kind == "t5"
+    model = add_adapter(model, "t0", peft_lora_config(LoRAConfig(), model, seq2seq))
+    task = builtin_task("newsdesk")
+    examples = PromptEncoder(tok, seq2seq, 256).encode(task, task.train[:6])
+    # one batch whose prompts and answers both pad to 4 tokens, with padding in different rows
+    sizes = [(4, 2), (2, 4), (3, 4), (4, 3)]
+    tied = [Encoded(e.prompt_ids[:p], (e.prompt_ids * 2)[-a:]) for e, (p, a) in zip(examples, sizes, strict=False)]
+    for chosen in (examples, tied):
+        one, one_counts = input_covariances(model, chosen, tok.pad_token_id, seq2seq, torch.device("cpu"), 1)
+        four, four_counts = input_covariances(model, chosen, tok.pad_token_id, seq2seq, torch.device("cpu"), 4)
+        assert four_counts == one_counts
+        for name in one:
+            torch.testing.assert_close(four[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
