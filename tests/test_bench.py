@@ -183,18 +183,20 @@ def test_a_labelled_variant_is_a_column_of_its_own(tiny_dirs, data_dir, tmp_path
     assert "| 1 | olora − olora@paper | 1 |" in (out / "table.md").read_text()
 
 
-def test_the_committed_cells_rebuild_the_committed_table(tmp_path):
-    """results/cpu_forgetting holds each cell's results.json and config.yaml: the command written at the top of
-    its table.md, run with --table-only on a copy (nothing trains, no data or model needed), gives the committed
-    table.csv, and no cell counts as run with other settings than that command."""
+@pytest.mark.parametrize("folder", ["cpu_forgetting", "cpu_forgetting_tuned"])
+def test_the_committed_cells_rebuild_the_committed_table(tmp_path, folder):
+    """results/cpu_forgetting (defaults) and results/cpu_forgetting_tuned (the values olora tune chose) hold
+    each cell's results.json and config.yaml: the command written at the top of its table.md, run with
+    --table-only on a copy (nothing trains, no data or model needed), gives the committed table.csv, and no
+    cell counts as run with other settings than that command."""
     import shlex
     import shutil
 
-    root = Path(__file__).resolve().parents[1] / "results" / "cpu_forgetting"
+    root = Path(__file__).resolve().parents[1] / "results" / folder
     out = shutil.copytree(root, tmp_path / "cells")
     command = (root / "table.md").read_text().splitlines()[0].removeprefix("Command: `").removesuffix("`")
     args = shlex.split(command)[1:]
-    assert args[0] == "bench" and "--table-only" in args and args[args.index("--out") + 1] == "results/cpu_forgetting"
+    assert args[0] == "bench" and "--table-only" in args and args[args.index("--out") + 1] == f"results/{folder}"
     args[args.index("--out") + 1] = str(out)
     if "--results-md" in args:
         del args[args.index("--results-md") : args.index("--results-md") + 2]

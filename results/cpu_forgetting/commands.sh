@@ -47,6 +47,14 @@ for col in olora ewc_lora lwf_lora inflora olora@paper nlora replay_lora inclora
     extra=""; [ "$col" = olora@paper ] && extra="olora@paper:olora.orth=paper"
     olora tune "data.dir=$DATA_DIR" $extra --benchmark cpu_forgetting --methods "$col" --seeds 1 --out "$OUT-tuning"
 done
+# Session 10: test-split runs at the chosen values (TUNED: the tuning's tuned.txt), one column at a time, all 5
+# seeds; SeqLoRA and O-LoRA ran (results/cpu_forgetting_tuned, where EWC's and LwF's default cells are copied
+# because tuning kept their defaults); inclora mtl_lora inflora nlora olora@paper replay_lora are still to run:
+TUNED=${TUNED:-results/cpu_forgetting_tuning/tuned.txt}
+for col in seqlora olora; do
+    olora bench "data.dir=$DATA_DIR" $(grep "^$col:" "$TUNED") --benchmark cpu_forgetting --orders 1 \
+        --methods "$col" --seeds 1 2 3 4 5 --out "$OUT-tuned"
+done
 # The table and the two figures, from the committed cells, on a fresh clone (nothing trains; the command is
 # also the first line of table.md, which tests/test_bench.py runs):
 # olora bench data.dir=/work/shared/cl_benchmark/CL_Benchmark olora@paper:olora.orth=paper \
