@@ -163,9 +163,9 @@ def input_covariances(
     """({layer name: mean x·xᵀ over its input tokens}, {layer name: tokens counted}) for every adapted layer.
 
     Every token a layer sees counts once and padding never counts: examples run ``batch_size`` at a time
-    (sorted by length, so little is padded; measured on SmolLM2 and the cpu_forgetting benchmark: 42 s a
-    task at 8 rows, 62-70 s one at a time), no prompt head is shared between rows, and a layer keeps the rows of its input
-    that are real tokens. Which mask applies is told by the input's length: a decoder-only layer and a T5
+    (sorted by length, so little is padded; on SmolLM2 and the cpu_forgetting benchmark 42 s a task at 8
+    rows, 62-70 s one at a time), no prompt head is shared between rows, and a layer keeps the rows of its
+    input that are real tokens. Which mask applies is told by the input's length: a decoder-only layer and a T5
     encoder layer (and cross-attention k/v, which read the encoder's output) see the prompt, a T5 decoder
     layer the answer, and the answers are padded one longer whenever both lengths would tie.
     """
