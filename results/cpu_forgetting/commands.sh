@@ -48,10 +48,10 @@ for col in olora ewc_lora lwf_lora inflora olora@paper nlora replay_lora inclora
     olora tune "data.dir=$DATA_DIR" $extra --benchmark cpu_forgetting --methods "$col" --seeds 1 --out "$OUT-tuning"
 done
 # Session 10: test-split runs at the chosen values (TUNED: the tuning's tuned.txt), one column at a time, all 5
-# seeds; SeqLoRA and O-LoRA ran (results/cpu_forgetting_tuned, where EWC's and LwF's default cells are copied
-# because tuning kept their defaults); inclora mtl_lora inflora nlora olora@paper replay_lora are still to run:
+# seeds; SeqLoRA, O-LoRA and replay ran (results/cpu_forgetting_tuned, where EWC's and LwF's default cells are copied
+# because tuning kept their defaults); inclora mtl_lora inflora nlora olora@paper are still to run:
 TUNED=${TUNED:-results/cpu_forgetting_tuning/tuned.txt}
-for col in seqlora olora; do
+for col in seqlora olora replay_lora; do
     olora bench "data.dir=$DATA_DIR" $(grep "^$col:" "$TUNED") --benchmark cpu_forgetting --orders 1 \
         --methods "$col" --seeds 1 2 3 4 5 --out "$OUT-tuned"
 done
