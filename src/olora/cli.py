@@ -146,8 +146,7 @@ def cmd_bench(ns: argparse.Namespace) -> int:
         raise OloraError(
             f"bench: no finished run in {str(out)!r} to make a table of: run the grid without --table-only"
         )
-    command = "olora " + shlex.join(ns.argv) if ns.command_text is None else ns.command_text
-    text = write_tables(results, out, command)
+    text = write_tables(results, out, "olora " + shlex.join(ns.argv))
     print(text)
     if ns.results_md:
         header = "# Results\n\nProduced by `olora bench` (not typed by hand).\n\n"
@@ -342,7 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train nothing: the table of the grid's finished runs (cells without one are left out and named)",
     )
-    p.add_argument("--command-text", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tune", help="each method's main hyperparameter chosen on the validation split")

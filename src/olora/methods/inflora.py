@@ -180,7 +180,7 @@ def input_covariances(
             x = args[0].detach()
             if x.dim() != 3 or x.shape[1] not in real:
                 raise RuntimeError(f"inflora: {name} got an input of shape {tuple(x.shape)}, no token mask fits it")
-            x = x.reshape(-1, x.shape[-1])[real[x.shape[1]].reshape(-1).to(x.device)].float()
+            x = x.reshape(-1, x.shape[-1])[real[x.shape[1]].reshape(-1)].float()
             sums[name] = sums[name] + x.T @ x if name in sums else x.T @ x
             counts[name] += x.shape[0]
 
@@ -193,15 +193,14 @@ def input_covariances(
     try:
         for start in range(0, len(ordered), batch_size):
             batch = collate_train(ordered[start : start + batch_size], pad_id, seq2seq, share_prefix=False)
-            if seq2seq:
-                if batch["labels"].shape[1] == batch["input_ids"].shape[1]:  # lengths must tell the masks apart
-                    batch["labels"] = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE)
-            else:
-                batch.pop("labels")  # no loss needed (T5 derives its decoder inputs from the labels)
             real.clear()
-            real[batch["input_ids"].shape[1]] = batch["attention_mask"].bool()
-            if seq2seq:
-                real[batch["labels"].shape[1]] = batch["labels"] != IGNORE
+            if seq2seq:  # T5 derives its decoder inputs from the labels; lengths must tell the masks apart
+                if batch["labels"].shape[1] == batch["input_ids"].shape[1]:
+                    batch["labels"] = torch.nn.functional.pad(batch["labels"], (0, 1), value=IGNORE)
+                real[batch["labels"].shape[1]] = (batch["labels"] != IGNORE).to(device)
+            else:
+                batch.pop("labels")  # no loss needed
+            real[batch["input_ids"].shape[1]] = batch["attention_mask"].bool().to(device)
             model(**{k: v.to(device) for k, v in batch.items()})
     finally:
         for handle in handles:
