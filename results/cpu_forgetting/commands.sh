@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The commands that made the cells under this folder (issue #23), one bench call per seed so that every
 # finished seed holds all columns (paired differences need the same seeds). DATA_DIR: a CL_Benchmark copy.
-# Each method at its defaults (no hyper-parameter tuned yet, see docs/RESULTS.md). A cell folder keeps the
-# run's results.json and config.yaml only, copied from the run folders with
+# Each method at its defaults here (OSF at its own lr); the tuning and the tuned cells are in the sibling
+# folders. A cell folder keeps the run's results.json and config.yaml only, copied from the run folders with
 #   (cd "$OUT" && find . -maxdepth 4 \( -name results.json -o -name config.yaml \) -exec cp --parents {} "$DEST" \;)
 # Sessions 8 (a CPU without bf16 units) and 9 (one with them) ran them; every cell computed in float32
 # (session 9's benchmark pins dtype=float32 and train.mixed_precision=none; session 8's auto resolved to the
@@ -40,24 +40,33 @@ for seed in 1 2 3 4 5; do
     olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods replay_lora lwf_lora inflora \
         --seeds "$seed" --out "$OUT"
 done
+# Session 11, order 1: the four columns still missing, one column at a time, all 5 seeds (OSF at its own lr,
+# chosen on the proxy grid's validation split; the others at their defaults):
+for col in osf olora_proj migu ella; do
+    extra=""; [ "$col" = osf ] && extra="osf:train.lr=1e-4"
+    olora bench "data.dir=$DATA_DIR" $extra --benchmark cpu_forgetting --orders 1 --methods "$col" \
+        --seeds 1 2 3 4 5 --out "$OUT"
+done
 # Session 10: each column's one main hyper-parameter at three values on the validation split (olora tune, one
 # call per column so that it can stop between columns; the cells are in results/cpu_forgetting_tuning, whose
 # tuning.md opens with the command that rebuilds it and tuned.txt from them):
+# (session 11: the four new columns osf ella migu olora_proj the same way, OSF with osf:train.lr=1e-4)
 for col in olora ewc_lora lwf_lora inflora olora@paper nlora replay_lora inclora seqlora mtl_lora; do
     extra=""; [ "$col" = olora@paper ] && extra="olora@paper:olora.orth=paper"
     olora tune "data.dir=$DATA_DIR" $extra --benchmark cpu_forgetting --methods "$col" --seeds 1 --out "$OUT-tuning"
 done
 # Session 10: test-split runs at the chosen values (TUNED: the tuning's tuned.txt), one column at a time, all 5
-# seeds; SeqLoRA, O-LoRA and replay ran (results/cpu_forgetting_tuned, where EWC's and LwF's default cells are copied
-# because tuning kept their defaults); inclora mtl_lora inflora nlora olora@paper are still to run:
+# seeds (results/cpu_forgetting_tuned, where EWC's and LwF's default cells are copied because tuning kept their
+# defaults); session 10 ran seqlora olora replay_lora, session 11 the others:
 TUNED=${TUNED:-results/cpu_forgetting_tuning/tuned.txt}
-for col in seqlora olora replay_lora; do
-    olora bench "data.dir=$DATA_DIR" $(grep "^$col:" "$TUNED") --benchmark cpu_forgetting --orders 1 \
+for col in seqlora olora replay_lora inclora mtl_lora nlora olora@paper inflora; do
+    extra=""; [ "$col" = olora@paper ] && extra="olora@paper:olora.orth=paper"
+    olora bench "data.dir=$DATA_DIR" $extra $(grep "^$col:" "$TUNED") --benchmark cpu_forgetting --orders 1 \
         --methods "$col" --seeds 1 2 3 4 5 --out "$OUT-tuned"
 done
 # The table and the two figures, from the committed cells, on a fresh clone (nothing trains; the command is
 # also the first line of table.md, which tests/test_bench.py runs):
-# olora bench data.dir=/work/shared/cl_benchmark/CL_Benchmark olora@paper:olora.orth=paper \
-#     --benchmark cpu_forgetting --orders 1 2 --methods seqlora olora olora@paper inclora nlora inflora ewc_lora \
-#     lwf_lora replay_lora mtl_lora --seeds 1 2 3 4 5 --out results/cpu_forgetting --table-only \
-#     --results-md results/cpu_forgetting/RESULTS.md
+# olora bench data.dir=/work/shared/cl_benchmark/CL_Benchmark olora@paper:olora.orth=paper osf:train.lr=1e-4 \
+#     --benchmark cpu_forgetting --orders 1 2 --methods seqlora olora olora@paper inclora nlora osf inflora \
+#     olora_proj migu ella ewc_lora lwf_lora replay_lora mtl_lora --seeds 1 2 3 4 5 --out results/cpu_forgetting \
+#     --table-only --results-md results/cpu_forgetting/RESULTS.md
