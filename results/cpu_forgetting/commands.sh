@@ -10,6 +10,9 @@
 set -eu
 DATA_DIR=${DATA_DIR:-/work/shared/cl_benchmark/CL_Benchmark}
 OUT=${OUT:-runs/cpu_forgetting}
+# A column's own settings, the same in every call that runs it (grid, tuning, tuned grid): the paper's form
+# of O-LoRA's loss, and OSF's learning rate (chosen on the proxy grid's validation split; at LoRA's it collapses).
+own() { case "$1" in olora@paper) echo olora@paper:olora.orth=paper ;; osf) echo osf:train.lr=1e-4 ;; esac; }
 # Session 8, order 1:
 olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 1 \
     --methods seqlora olora inclora inflora replay_lora --seeds 1 --out "$OUT"
@@ -40,28 +43,25 @@ for seed in 1 2 3 4 5; do
     olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods replay_lora lwf_lora inflora \
         --seeds "$seed" --out "$OUT"
 done
-# Session 11, order 1: the four columns still missing, one column at a time, all 5 seeds (OSF at its own lr,
-# chosen on the proxy grid's validation split; the others at their defaults):
+# Session 11, order 1: the four columns still missing, one column at a time, all 5 seeds:
 for col in osf olora_proj migu ella; do
-    extra=""; [ "$col" = osf ] && extra="osf:train.lr=1e-4"
-    olora bench "data.dir=$DATA_DIR" $extra --benchmark cpu_forgetting --orders 1 --methods "$col" \
+    olora bench "data.dir=$DATA_DIR" $(own "$col") --benchmark cpu_forgetting --orders 1 --methods "$col" \
         --seeds 1 2 3 4 5 --out "$OUT"
 done
 # Session 10: each column's one main hyper-parameter at three values on the validation split (olora tune, one
 # call per column so that it can stop between columns; the cells are in results/cpu_forgetting_tuning, whose
 # tuning.md opens with the command that rebuilds it and tuned.txt from them):
-# (session 11: the four new columns osf ella migu olora_proj the same way, OSF with osf:train.lr=1e-4)
-for col in olora ewc_lora lwf_lora inflora olora@paper nlora replay_lora inclora seqlora mtl_lora; do
-    extra=""; [ "$col" = olora@paper ] && extra="olora@paper:olora.orth=paper"
-    olora tune "data.dir=$DATA_DIR" $extra --benchmark cpu_forgetting --methods "$col" --seeds 1 --out "$OUT-tuning"
+# session 11 added the four new columns (osf ella migu olora_proj):
+for col in olora ewc_lora lwf_lora inflora olora@paper nlora replay_lora inclora seqlora mtl_lora \
+        osf ella migu olora_proj; do
+    olora tune "data.dir=$DATA_DIR" $(own "$col") --benchmark cpu_forgetting --methods "$col" --seeds 1 --out "$OUT-tuning"
 done
 # Session 10: test-split runs at the chosen values (TUNED: the tuning's tuned.txt), one column at a time, all 5
 # seeds (results/cpu_forgetting_tuned, where EWC's and LwF's default cells are copied because tuning kept their
 # defaults); session 10 ran seqlora olora replay_lora, session 11 the others:
 TUNED=${TUNED:-results/cpu_forgetting_tuning/tuned.txt}
 for col in seqlora olora replay_lora inclora mtl_lora nlora olora@paper inflora; do
-    extra=""; [ "$col" = olora@paper ] && extra="olora@paper:olora.orth=paper"
-    olora bench "data.dir=$DATA_DIR" $extra $(grep "^$col:" "$TUNED") --benchmark cpu_forgetting --orders 1 \
+    olora bench "data.dir=$DATA_DIR" $(own "$col") $(grep "^$col:" "$TUNED") --benchmark cpu_forgetting --orders 1 \
         --methods "$col" --seeds 1 2 3 4 5 --out "$OUT-tuned"
 done
 # The table and the two figures, from the committed cells, on a fresh clone (nothing trains; the command is
