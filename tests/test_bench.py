@@ -102,6 +102,11 @@ def test_gap_closed():
 
     assert gap_closed([res("seqlora", 40), res("olora", 70), res("mtl_lora", 80)]) == {"1": 75.0}
     assert gap_closed([res("seqlora", 50), res("olora", 40), res("mtl_ft", 45)]) == {"1": None}
+    # O-LoRA's extra seed (another data sample) is left out of the means: only the seeds all three share count
+    seeded = lambda method, seed, aa: {"method": method, "aa": aa, "config": {"order": "1", "seed": seed}}  # noqa: E731
+    runs = [seeded("seqlora", 1, 40), seeded("olora", 1, 70), seeded("mtl_lora", 1, 80), seeded("olora", 2, 0)]
+    assert gap_closed(runs) == {"1": 75.0}
+    assert gap_closed([seeded("seqlora", 1, 40), seeded("olora", 2, 70), seeded("mtl_lora", 1, 80)]) == {}
 
 
 def test_paired_rows_pair_seeds_and_mark_real_differences():

@@ -260,15 +260,20 @@ def not_learned_cell(runs: list[dict]) -> str:
 
 def gap_closed(results: list[dict]) -> dict[str, float | None]:
     """Per order: (AA_olora − AA_seqlora) / (AA_mtl − AA_seqlora), in %; None unless MTL > SeqLoRA.
-    MTL is mtl_lora (the same adapter family) where the grid has it, else mtl_ft."""
-    by = {key: [r["aa"] for r in runs] for key, runs in cells(results).items()}
+    MTL is mtl_lora (the same adapter family) where the grid has it, else mtl_ft. The means are over the
+    seeds all three columns share: a column with extra seeds would otherwise average other data samples."""
+    by = {key: {r["config"].get("seed"): r["aa"] for r in runs} for key, runs in cells(results).items()}
     out = {}
     for order in sorted({k[0] for k in by}):
         mtl = "mtl_lora" if (order, "mtl_lora") in by else "mtl_ft"
         try:
-            o, s, m = (statistics.mean(by[(order, x)]) for x in ("olora", "seqlora", mtl))
+            columns = [by[(order, x)] for x in ("olora", "seqlora", mtl)]
         except KeyError:
             continue
+        seeds = set.intersection(*(set(c) for c in columns))
+        if not seeds:
+            continue
+        o, s, m = (statistics.mean(c[seed] for seed in seeds) for c in columns)
         out[order] = 100 * (o - s) / (m - s) if m > s else None
     return out
 
