@@ -48,6 +48,16 @@ for col in osf olora_proj migu ella; do
     olora bench "data.dir=$DATA_DIR" $(own "$col") --benchmark cpu_forgetting --orders 1 --methods "$col" \
         --seeds 1 2 3 4 5 --out "$OUT"
 done
+# Session 13, order 2: OSF (the second-best other of order 1 by AA once session 11's columns landed) and O-LoRA
+# by projection; order 1: seeds 6-10 of O-LoRA and OSF (O-LoRA − OSF needed ~11 seeds for a ±4 interval):
+olora bench "data.dir=$DATA_DIR" $(own osf) --benchmark cpu_forgetting --orders 2 --methods osf --seeds 1 2 3 4 5 \
+    --out "$OUT"
+for seed in 6 7 8 9 10; do
+    olora bench "data.dir=$DATA_DIR" $(own osf) --benchmark cpu_forgetting --orders 1 --methods olora osf \
+        --seeds "$seed" --out "$OUT"
+done
+olora bench "data.dir=$DATA_DIR" --benchmark cpu_forgetting --orders 2 --methods olora_proj --seeds 1 2 3 4 5 \
+    --out "$OUT"
 # Session 10: each column's one main hyper-parameter at three values on the validation split (olora tune, one
 # call per column so that it can stop between columns; the cells are in results/cpu_forgetting_tuning, whose
 # tuning.md opens with the command that rebuilds it and tuned.txt from them):
@@ -58,9 +68,10 @@ for col in olora ewc_lora lwf_lora inflora olora@paper nlora replay_lora inclora
 done
 # Session 10: test-split runs at the chosen values (TUNED: the tuning's tuned.txt), one column at a time, all 5
 # seeds (results/cpu_forgetting_tuned, where EWC's and LwF's default cells are copied because tuning kept their
-# defaults); session 10 ran seqlora olora replay_lora, session 11 the others:
+# defaults; OSF kept its own lr 1e-4, so its cells are copied too); session 10 ran seqlora olora replay_lora,
+# session 11 the next five, session 13 olora_proj migu ella:
 TUNED=${TUNED:-results/cpu_forgetting_tuning/tuned.txt}
-for col in seqlora olora replay_lora inclora mtl_lora nlora olora@paper inflora; do
+for col in seqlora olora replay_lora inclora mtl_lora nlora olora@paper inflora olora_proj migu ella; do
     olora bench "data.dir=$DATA_DIR" $(own "$col") $(grep "^$col:" "$TUNED") --benchmark cpu_forgetting --orders 1 \
         --methods "$col" --seeds 1 2 3 4 5 --out "$OUT-tuned"
 done
@@ -68,5 +79,6 @@ done
 # also the first line of table.md, which tests/test_bench.py runs):
 # olora bench data.dir=/work/shared/cl_benchmark/CL_Benchmark olora@paper:olora.orth=paper osf:train.lr=1e-4 \
 #     --benchmark cpu_forgetting --orders 1 2 --methods seqlora olora olora@paper inclora nlora osf inflora \
-#     olora_proj migu ella ewc_lora lwf_lora replay_lora mtl_lora --seeds 1 2 3 4 5 --out results/cpu_forgetting \
+#     olora_proj migu ella ewc_lora lwf_lora replay_lora mtl_lora --seeds 1 2 3 4 5 6 7 8 9 10 \
+#     --out results/cpu_forgetting \
 #     --table-only --results-md results/cpu_forgetting/RESULTS.md

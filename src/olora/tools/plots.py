@@ -122,14 +122,18 @@ def subspace_heatmap(report: dict, side: str, path: Path) -> None:
 
 def grid_scatter(points: list[dict], x: str, y: str, xlabel: str, ylabel: str, title: str, path: Path) -> None:
     """One point per grid cell (method and order) at the mean over seeds, with ± one standard deviation as
-    error bars; ``points`` hold ``label``, ``order`` and the mean and std of ``x`` and ``y``."""
+    error bars; ``points`` hold ``label``, ``order`` and the mean and std of ``x`` and ``y``. One colour per
+    method (20 distinct: a 14-column grid repeated the default 10), one marker per order."""
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     orders = sorted({p["order"] for p in points})
+    labels = list(dict.fromkeys(p["label"] for p in points))
+    colours = plt.get_cmap("tab20")
     markers = "osD^v"
-    for k, p in enumerate(points):
+    for p in points:
         marker = markers[orders.index(p["order"]) % len(markers)]
         ax.errorbar(
-            p[x], p[y], xerr=p[f"{x}_std"] or 0, yerr=p[f"{y}_std"] or 0, fmt=marker, color=f"C{k % 10}",
+            p[x], p[y], xerr=p[f"{x}_std"] or 0, yerr=p[f"{y}_std"] or 0, fmt=marker,
+            color=colours(labels.index(p["label"]) % 20),
             capsize=3, label=f"{p['label']} (order {p['order']})" if len(orders) > 1 else p["label"],
         )  # fmt: skip
         ax.annotate(p["label"], (p[x], p[y]), textcoords="offset points", xytext=(5, 4), fontsize=7)
