@@ -97,16 +97,15 @@ def test_table_of_an_empty_grid_is_a_one_line_error(tmp_path, capsys):
 def test_gap_closed():
     from olora.tools.bench import gap_closed
 
-    def res(method, aa):
-        return {"method": method, "aa": aa, "config": {"order": "1"}}
+    def res(method, aa, seed=1):
+        return {"method": method, "aa": aa, "config": {"order": "1", "seed": seed}}
 
     assert gap_closed([res("seqlora", 40), res("olora", 70), res("mtl_lora", 80)]) == {"1": 75.0}
     assert gap_closed([res("seqlora", 50), res("olora", 40), res("mtl_ft", 45)]) == {"1": None}
     # O-LoRA's extra seed (another data sample) is left out of the means: only the seeds all three share count
-    seeded = lambda method, seed, aa: {"method": method, "aa": aa, "config": {"order": "1", "seed": seed}}  # noqa: E731
-    runs = [seeded("seqlora", 1, 40), seeded("olora", 1, 70), seeded("mtl_lora", 1, 80), seeded("olora", 2, 0)]
+    runs = [res("seqlora", 40), res("olora", 70), res("mtl_lora", 80), res("olora", 0, seed=2)]
     assert gap_closed(runs) == {"1": 75.0}
-    assert gap_closed([seeded("seqlora", 1, 40), seeded("olora", 2, 70), seeded("mtl_lora", 1, 80)]) == {}
+    assert gap_closed([res("seqlora", 40), res("olora", 70, seed=2), res("mtl_lora", 80)]) == {}
 
 
 def test_paired_rows_pair_seeds_and_mark_real_differences():

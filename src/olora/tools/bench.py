@@ -156,6 +156,11 @@ def cells(results: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return groups
 
 
+def cells_by_seed(results: list[dict]) -> dict[tuple[str, str], dict[int | None, dict]]:
+    """The grid's results by (order, method), each a map seed -> result: what pairing by seed reads."""
+    return {key: {r["config"].get("seed"): r for r in runs} for key, runs in cells(results).items()}
+
+
 TARGET_HALF_WIDTH = 4.0  # AA points: the power a ranking of methods needs (issue 23)
 
 
@@ -164,7 +169,7 @@ def paired_rows(results: list[dict], reference: str = "olora") -> list[dict]:
     the 95 % t-interval, and the seeds the ΔAA interval would need to be ±``TARGET_HALF_WIDTH``."""
     from olora.core.metrics import mean_std, paired_difference, seeds_needed
 
-    by = {key: {r["config"]["seed"]: r for r in runs} for key, runs in cells(results).items()}
+    by = cells_by_seed(results)
     rows = []
     for (order, method), runs in sorted(by.items()):
         ref = by.get((order, reference))
@@ -262,7 +267,7 @@ def gap_closed(results: list[dict]) -> dict[str, float | None]:
     """Per order: (AA_olora − AA_seqlora) / (AA_mtl − AA_seqlora), in %; None unless MTL > SeqLoRA.
     MTL is mtl_lora (the same adapter family) where the grid has it, else mtl_ft. The means are over the
     seeds all three columns share: a column with extra seeds would otherwise average other data samples."""
-    by = {key: {r["config"].get("seed"): r["aa"] for r in runs} for key, runs in cells(results).items()}
+    by = cells_by_seed(results)
     out = {}
     for order in sorted({k[0] for k in by}):
         mtl = "mtl_lora" if (order, "mtl_lora") in by else "mtl_ft"
@@ -273,7 +278,7 @@ def gap_closed(results: list[dict]) -> dict[str, float | None]:
         seeds = set.intersection(*(set(c) for c in columns))
         if not seeds:
             continue
-        o, s, m = (statistics.mean(c[seed] for seed in seeds) for c in columns)
+        o, s, m = (statistics.mean(c[seed]["aa"] for seed in seeds) for c in columns)
         out[order] = 100 * (o - s) / (m - s) if m > s else None
     return out
 

@@ -126,14 +126,14 @@ def grid_scatter(points: list[dict], x: str, y: str, xlabel: str, ylabel: str, t
     method (20 distinct: a 14-column grid repeated the default 10), one marker per order."""
     fig, ax = plt.subplots(figsize=(7.5, 5.5))
     orders = sorted({p["order"] for p in points})
-    labels = list(dict.fromkeys(p["label"] for p in points))
-    colours = plt.get_cmap("tab20")
+    cmap = plt.get_cmap("tab20")
+    colour = {label: cmap(i % 20) for i, label in enumerate(dict.fromkeys(p["label"] for p in points))}
     markers = "osD^v"
     for p in points:
         marker = markers[orders.index(p["order"]) % len(markers)]
         ax.errorbar(
             p[x], p[y], xerr=p[f"{x}_std"] or 0, yerr=p[f"{y}_std"] or 0, fmt=marker,
-            color=colours(labels.index(p["label"]) % 20),
+            color=colour[p["label"]],
             capsize=3, label=f"{p['label']} (order {p['order']})" if len(orders) > 1 else p["label"],
         )  # fmt: skip
         ax.annotate(p["label"], (p[x], p[y]), textcoords="offset points", xytext=(5, 4), fontsize=7)
